@@ -1,0 +1,146 @@
+"""Reading and validating bundles (docs/bundle.md). No torch, no exporter: `onnx` for the file,
+numpy for the weights."""
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = "edge.bundle/1"
+METADATA_KEY = "edge"
+REQUIRED = ("schema", "task", "inputs", "outputs", "state", "program")
+BUNDLE_DIR = Path(__file__).with_name("bundles")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"bundle {path}: {problem}")
+        self.path, self.problem = str(path), problem
+
+
+def state_input(name: str) -> str:
+    return f"state.{name}"
+
+
+def state_output(name: str) -> str:
+    return f"state.{name}.next"
+
+
+@dataclass
+class Bundle:
+    path: str
+    meta: dict
+    model_bytes: bytes
+    weights: dict = field(repr=False)
+
+    @property
+    def input_size(self) -> int:
+        return len(self.meta["inputs"])
+
+    @property
+    def output_size(self) -> int:
+        return len(self.meta["outputs"])
+
+    @property
+    def state_floats(self) -> int:
+        return sum(int(np.prod(s["shape"])) for s in self.meta["state"])
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(w.size for w in self.weights.values())
+
+
+def resolve(name_or_path) -> Path:
+    """A path to an .onnx file, or the name of a bundle shipped in the package."""
+    p = Path(name_or_path)
+    if p.suffix == ".onnx" or p.exists():
+        return p
+    shipped = BUNDLE_DIR / f"{name_or_path}.onnx"
+    if shipped.exists():
+        return shipped
+    names = sorted(q.stem for q in BUNDLE_DIR.glob("*.onnx"))
+    raise BundleError(name_or_path, f"no such file, and no shipped bundle of that name (shipped: {', '.join(names) or 'none'})")
+
+
+def _dims(value_info):
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def read_bundle(name_or_path) -> Bundle:
+    import onnx  # metadata and initializers only
+    from onnx import numpy_helper
+
+    path = resolve(name_or_path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise BundleError(path, f"cannot read: {e.strerror}") from None
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as e:  # protobuf raises its own DecodeError types
+        raise BundleError(path, f"not an ONNX model (truncated or another format): {type(e).__name__}") from None
+    if not model.graph.node and not model.graph.output:
+        raise BundleError(path, "not an ONNX model: the graph is empty (truncated or another format)")
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise BundleError(path, f"no '{METADATA_KEY}' metadata: an ONNX file, but not an edge bundle")
+    try:
+        meta = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise BundleError(path, f"metadata is not valid JSON ({e.msg} at char {e.pos})") from None
+    validate(path, meta, model)
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return Bundle(str(path), meta, data, weights)
+
+
+def validate(path, meta: dict, model) -> None:
+    if not isinstance(meta, dict):
+        raise BundleError(path, "metadata is not a JSON object")
+    if meta.get("schema") != SCHEMA:
+        raise BundleError(path, f"metadata schema {meta.get('schema')!r} is not supported (this runtime reads {SCHEMA!r})")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise BundleError(path, f"metadata lacks {', '.join(missing)}")
+    inputs = {i.name: _dims(i) for i in model.graph.input}
+    outputs = {o.name: _dims(o) for o in model.graph.output}
+    for name, n in (("x", len(meta["inputs"])), ("y", len(meta["outputs"]))):
+        dims = inputs.get(name) if name == "x" else outputs.get(name)
+        if dims is None:
+            raise BundleError(path, f"graph has no '{name}'")
+        if dims[1:] != [n]:
+            raise BundleError(path, f"graph '{name}' has shape {dims}, metadata says [batch, {n}]")
+    for spec in meta["state"]:
+        name, shape = spec.get("name"), spec.get("shape")
+        if not isinstance(name, str) or not isinstance(shape, list):
+            raise BundleError(path, f"state entry {spec!r} needs a name and a shape")
+        for graph_names, key in ((inputs, state_input(name)), (outputs, state_output(name))):
+            if key not in graph_names:
+                raise BundleError(path, f"state '{name}' has no graph tensor '{key}'")
+            if graph_names[key][1:] != shape:
+                raise BundleError(path, f"state '{name}': metadata shape {shape}, graph tensor '{key}' has "
+                                        f"{graph_names[key][1:]}")
+    extra = set(inputs) - {"x"} - {state_input(s["name"]) for s in meta["state"]}
+    if extra:
+        raise BundleError(path, f"graph inputs {sorted(extra)} are not in the metadata's state list")
+
+
+def write_metadata(model, meta: dict) -> None:
+    """Set the bundle's metadata document on an onnx ModelProto (replacing any earlier one)."""
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=False)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,744 @@
+"""Numba kernels of the step-program interpreter (see docs/bundle.md, "The step program").
+
+Everything here is small, free of I/O, and compiled with ``@njit(cache=True, error_model="numpy")``. The Python side
+(:mod:`edge.engine.numba_engine`) lowers a program to *micro-ops* encoded as int64 records and
+lays every per-stream vector (registers, temporaries, state) out as rows of one float32
+workspace ``ws``. :func:`run` then loops group-of-streams -> t -> micro-op inside one compiled
+call; a step is the same call with T = 1.
+
+Workspace layout
+----------------
+A "row" is one float of one per-stream vector. Two layouts, picked per group of streams:
+
+* per-stream (``L = 1``): row r of the vector lives at ``ws[r]``; streams are run one after
+  another. Matrix-vector kernels vectorise over the output features (``*_1`` kernels).
+* chunk (``L = CH``): ``CH`` streams side by side, row r of lane l at ``ws[r*CH + l]``. The
+  kernels (``*_c``) loop weight-stationary and vectorise over the lanes, so each weight is
+  read once per chunk instead of once per stream.
+
+Both layouts do the same float operations on every element in the same order (a sequential
+FMA chain over the inputs of a matrix-vector product, the same activation code), so a stream
+gives bit-identical results alone or inside a batch, and step-by-step or as a block.
+
+Weights live in one flat float32 array ``wts``; matrices are stored transposed (``WT[i, o]``,
+input-major) so the per-stream kernels read contiguous rows.
+
+Precision
+---------
+Accumulation is float32 (float64 for the ``l2norm`` sum of squares). The arithmetic kernels use
+``fastmath={'contract', 'nsz'}`` only: FMA contraction and signed-zero freedom, *no*
+reassociation, so results are deterministic and do not depend on vector width.
+
+Transcendentals: numba has no vector libm here (no SVML), so ``math.tanh``/``exp``/``erf`` are
+scalar calls (~3-11 ns each). The fast forms below are branch-free rational approximations that
+LLVM vectorises. Measured over a dense float32 grid against float64 references (see
+``tests/test_numba_engine.py::test_approximation_bounds``):
+
+* ``tanh_a``: Eigen's [13/6] minimax rational on |x| <= 7.9053, clamped outside;
+  max abs error <= 5e-7 (float64 evaluation of the formula: 2.3e-7).
+* ``sigmoid_a(x) = 0.5 + 0.5*tanh_a(x/2)``: max abs error <= 3e-7.
+* ``gelu_a(x) = 0.5*x*(1 + erf_a(x/sqrt 2))`` with Eigen's [13/8] rational erf on |z| <= 4;
+  max abs error <= 5e-7 * max(1, |x|).
+
+The ``*_x`` forms are the exact libm calls; the engine uses them for every op whose output can
+reach a LIF input (so spike decisions never see an approximation) and when built with
+``fast_math=False``. ``affine``, ``add``, ``lif`` and ``running_mean`` are compiled without any
+fastmath flag so they round exactly like the ONNX/torch element-wise ops (mul, then add;
+``h = v + (x - v) / tau`` with a true division).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+F32 = np.float32
+FM = {"contract", "nsz"}      # see "Precision" above: never 'reassoc'
+CH = 64                       # lanes per chunk in the chunk layout (streams run side by side)
+
+# ---- program encoding ---------------------------------------------------------------------
+# header (int64 words at the start of the program array; int64 throughout: int32 index
+# arithmetic stops LLVM from vectorising the kernels)
+H_NOPS, H_ROWS, H_SBASE, H_SSIZE, H_XROW, H_C, H_YROW, H_O, H_PERM, H_OPS, H_WS0 = range(11)
+HEADER = 16
+REC = 12                      # int64 words per micro-op record: opcode + up to 11 fields
+
+OP_COPY = 1      # dst, src, n                                   rows dst[:n] = src[:n]
+OP_SCOPY = 2     # dst, src, nblk, blen, dstride, sstride        strided block copy
+OP_DENSE = 3     # in, out, I, O, w(WT [I,O]), b (-1: none), act
+OP_AFFINE = 4    # in, out, n, scale, shift
+OP_ACT = 5       # in, out, n, act
+OP_ADD = 6       # a, b, out, n
+OP_GLU = 7       # in, out, n, exact
+OP_L2NORM = 8    # in, out, n
+OP_LMUMEM = 9    # u, m, out, ch, d, A (AT [d,d]), B [d]         out = m·Aᵀ + u⊗b (m untouched)
+OP_LSTM = 10     # gates [4H], c, h, out, H, exact               gates already hold W[x;h] + b
+OP_GRU = 11      # gi [3H], gh [3H], h, out, H, exact            gi = W_ih x + b_ih, gh = W_hh h + b_hh
+OP_S4D = 12      # u, xr, xi, out, H, N, par (6 x [N,H]: ar ai br bi cr ci), d, exact
+OP_LIF = 13      # in, v, out, n, tau [n], thr [n]
+OP_RMEAN = 14    # in, sum, count, out, n
+
+ACT_IDENTITY, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_GELU = 0, 1, 2, 3, 4
+ACT_TANH_X, ACT_SIGMOID_X, ACT_GELU_X = 5, 6, 7   # exact libm forms
+ACT_CODES = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "gelu": 4}
+EXACT_OFFSET = 3                                  # ACT_TANH + 3 == ACT_TANH_X, ...
+
+_ZERO = F32(0.0)
+_ONE = F32(1.0)
+_HALF = F32(0.5)
+_TWO = F32(2.0)
+_SQRT1_2 = F32(0.7071067811865476)
+
+# tanh: Eigen's generic_fast_tanh_float coefficients (odd numerator / even denominator)
+_T_CLAMP = F32(7.90531110763549805)
+_TA1, _TA3, _TA5 = F32(4.89352455891786e-03), F32(6.37261928875436e-04), F32(1.48572235717979e-05)
+_TA7, _TA9 = F32(5.12229709037114e-08), F32(-8.60467152213735e-11)
+_TA11, _TA13 = F32(2.00018790482477e-13), F32(-2.76076847742355e-16)
+_TB0, _TB2 = F32(4.89352518554385e-03), F32(2.26843463243900e-03)
+_TB4, _TB6 = F32(1.18534705686654e-04), F32(1.19825839466702e-06)
+# erf: Eigen's generic_fast_erf_float coefficients
+_E_CLAMP = F32(4.0)
+_EA1, _EA3, _EA5 = F32(-1.60960333262415e-02), F32(-2.95459980854025e-03), F32(-7.34990630326855e-04)
+_EA7, _EA9 = F32(-5.69250639462346e-05), F32(-2.10102402082508e-06)
+_EA11, _EA13 = F32(2.77068142495902e-08), F32(-2.72614225801306e-10)
+_EB0, _EB2 = F32(-1.42647390514189e-02), F32(-7.37332916720468e-03)
+_EB4, _EB6 = F32(-1.68282697438203e-03), F32(-2.13374055278905e-04)
+_EB8 = F32(-1.45660718464996e-05)
+
+
+# ---- scalar activations ---------------------------------------------------------------------
+@njit(fastmath=FM, cache=True, error_model="numpy")
+def tanh_a(v):
+    """Rational tanh, vectorisable; |error| <= 5e-7 (float32 evaluation)."""
+    x = v
+    if x > _T_CLAMP:
+        x = _T_CLAMP
+    if x < -_T_CLAMP:
+        x = -_T_CLAMP
+    x2 = x * x
+    p = _TA13
+    p = p * x2 + _TA11
+    p = p * x2 + _TA9
+    p = p * x2 + _TA7
+    p = p * x2 + _TA5
+    p = p * x2 + _TA3
+    p = p * x2 + _TA1
+    p = p * x
+    q = _TB6
+    q = q * x2 + _TB4
+    q = q * x2 + _TB2
+    q = q * x2 + _TB0
+    return p / q
+
+
+@njit(fastmath=FM, cache=True, error_model="numpy")
+def erf_a(v):
+    """Rational erf, vectorisable; |error| <= 2e-7 (float32 evaluation)."""
+    x = v
+    if x > _E_CLAMP:
+        x = _E_CLAMP
+    if x < -_E_CLAMP:
+        x = -_E_CLAMP
+    x2 = x * x
+    p = _EA13
+    p = p * x2 + _EA11
+    p = p * x2 + _EA9
+    p = p * x2 + _EA7
+    p = p * x2 + _EA5
+    p = p * x2 + _EA3
+    p = p * x2 + _EA1
+    p = p * x
+    q = _EB8
+    q = q * x2 + _EB6
+    q = q * x2 + _EB4
+    q = q * x2 + _EB2
+    q = q * x2 + _EB0
+    return p / q
+
+
+@njit(fastmath=FM, cache=True, error_model="numpy")
+def sigmoid_a(v):
+    return _HALF + _HALF * tanh_a(_HALF * v)
+
+
+@njit(fastmath=FM, cache=True, error_model="numpy")
+def gelu_a(v):
+    return _HALF * v * (_ONE + erf_a(v * _SQRT1_2))
+
+
+@njit(cache=True, error_model="numpy")
+def tanh_x(v):
+    return math.tanh(v)
+
+
+@njit(cache=True, error_model="numpy")
+def sigmoid_x(v):
+    return _ONE / (_ONE + math.exp(-v))
+
+
+@njit(cache=True, error_model="numpy")
+def gelu_x(v):
+    return v * _HALF * (_ONE + math.erf(v * _SQRT1_2))
+
+
+@njit(cache=True, error_model="numpy")
+def act1(v, code):
+    """One activation of one float32 (used where a loop would not vectorise anyway)."""
+    if code == ACT_RELU:
+        return _ZERO if v < _ZERO else v
+    if code == ACT_TANH:
+        return tanh_a(v)
+    if code == ACT_SIGMOID:
+        return sigmoid_a(v)
+    if code == ACT_GELU:
+        return gelu_a(v)
+    if code == ACT_TANH_X:
+        return tanh_x(v)
+    if code == ACT_SIGMOID_X:
+        return sigmoid_x(v)
+    if code == ACT_GELU_X:
+        return gelu_x(v)
+    return v
+
+
+# ---- element-wise micro-ops ------------------------------------------------------------------
+# Offsets here are element offsets into ws (row * L). Every kernel takes array *views* and
+# indexes them with the bare loop variable: numba's negative-index wrap-around on a computed
+# index (ws[a + k]) would stop LLVM from vectorising the loop.
+@njit(fastmath=FM, cache=True, error_model="numpy")
+def act_inplace(ws, a, n, code):
+    """ws[a:a+n] = act(ws[a:a+n]); one loop per code so that each vectorises."""
+    V = ws[a:a + n]
+    if code == ACT_RELU:
+        for k in range(n):
+            v = V[k]
+            V[k] = _ZERO if v < _ZERO else v
+    elif code == ACT_TANH:
+        for k in range(n):
+            V[k] = tanh_a(V[k])
+    elif code == ACT_SIGMOID:
+        for k in range(n):
+            V[k] = sigmoid_a(V[k])
+    elif code == ACT_GELU:
+        for k in range(n):
+            V[k] = gelu_a(V[k])
+    elif code == ACT_TANH_X:
+        for k in range(n):
+            V[k] = tanh_x(V[k])
+    elif code == ACT_SIGMOID_X:
+        for k in range(n):
+            V[k] = sigmoid_x(V[k])
+    elif code == ACT_GELU_X:
+        for k in range(n):
+            V[k] = gelu_x(V[k])
+
+
+@njit(cache=True, error_model="numpy")
+def copy_rows(ws, dst, src, n):
+    D = ws[dst:dst + n]
+    S = ws[src:src + n]
+    for k in range(n):
+        D[k] = S[k]
+
+
+@njit(cache=True, error_model="numpy")
+def scopy_rows(ws, dst, src, nblk, blen, dstride, sstride):
+    """nblk blocks of blen floats: block b goes from src + b*sstride to dst + b*dstride.
+    Blocks are copied in increasing order (a forward shift within one region is safe)."""
+    for b in range(nblk):
+        d0 = dst + b * dstride
+        s0 = src + b * sstride
+        D = ws[d0:d0 + blen]
+        S = ws[s0:s0 + blen]
+        for k in range(blen):
+            D[k] = S[k]
+
+
+@njit(cache=True, error_model="numpy")
+def add_rows(ws, a, b, out, n):
+    A = ws[a:a + n]
+    B = ws[b:b + n]
+    D = ws[out:out + n]
+    for k in range(n):
+        D[k] = A[k] + B[k]
+
+
+@njit(cache=True, error_model="numpy")
+def affine_rows(ws, wts, src, dst, n, L, scale, shift):
+    """out = in·scale + shift, rounded after the product and after the sum (no FMA)."""
+    X = ws[src * L:(src + n) * L].reshape((n, L))
+    Y = ws[dst * L:(dst + n) * L].reshape((n, L))
+    for r in range(n):
+        sc = wts[scale + r]
+        sh = wts[shift + r]
+        for l in range(L):
+            Y[r, l] = X[r, l] * sc + sh
+
+
+@njit(cache=True, error_model="numpy")
+def lif_rows(ws, wts, src, v, dst, n, L, tau, thr):
+    """h = v + (x − v)/τ (a true division); s = h ≥ θ; v = h·(1 − s); out = s. No fastmath:
+    every spike decision is made on exactly rounded float32 values."""
+    X = ws[src * L:(src + n) * L].reshape((n, L))
+    V = ws[v * L:(v + n) * L].reshape((n, L))
+    Y = ws[dst * L:(dst + n) * L].reshape((n, L))
+    for r in range(n):
+        t = wts[tau + r]
+        th = wts[thr + r]
+        for l in range(L):
+            vv = V[r, l]
+            h = vv + (X[r, l] - vv) / t
+            s = h >= th
+            V[r, l] = _ZERO if s else h
+            Y[r, l] = _ONE if s else _ZERO
+
+
+@njit(cache=True, error_model="numpy")
+def rmean_rows(ws, src, sm, cnt, dst, n, L):
+    """sum += in; count += 1; out = sum / count."""
+    X = ws[src * L:(src + n) * L].reshape((n, L))
+    SM = ws[sm * L:(sm + n) * L].reshape((n, L))
+    Y = ws[dst * L:(dst + n) * L].reshape((n, L))
+    CNT = ws[cnt * L:(cnt + 1) * L]
+    for l in range(L):
+        CNT[l] = CNT[l] + _ONE
+    for r in range(n):
+        for l in range(L):
+            s = SM[r, l] + X[r, l]
+            SM[r, l] = s
+            Y[r, l] = s / CNT[l]
+
+
+@njit(fastmath=FM, cache=True, error_model="numpy")
+def glu_rows(ws, src, dst, m, exact):
+    """m = n*L elements: out = in[:m]·σ(in[m:])."""
+    A = ws[src:src + m]
+    G = ws[src + m:src + 2 * m]
+    D = ws[dst:dst + m]
+    if exact:
+        for k in range(m):
+            D[k] = A[k] * sigmoid_x(G[k])
+    else:
+        for k in range(m):
+            D[k] = A[k] * sigmoid_a(G[k])
+
+
+@njit(cache=True, error_model="numpy")
+def l2norm_rows(ws, src, dst, n, L):
+    """out = in / max(‖in‖, 1e-12); the sum of squares in float64, sequential over rows."""
+    X = ws[src * L:(src + n) * L].reshape((n, L))
+    Y = ws[dst * L:(dst + n) * L].reshape((n, L))
+    for l in range(L):
+        acc = 0.0
+        for r in range(n):
+            v = np.float64(X[r, l])
+            acc += v * v
+        den = F32(max(math.sqrt(acc), 1e-12))
+        for r in range(n):
+            Y[r, l] = X[r, l] / den
+
+
+# LSTM / GRU element-wise parts: no fastmath here (f·c + i·g has two products, and FMA
+# contraction could pick either one, differently in vector and scalar code); the activation
+# helpers carry their own flags.
+@njit(cache=True, error_model="numpy")
+def lstm_cell(ws, g, c, out, m, exact):
+    """m = H*L elements; gate blocks i, f, g, o of m elements each start at g; c updated in
+    place; out = new h (the caller copies it into the h state)."""
+    GI = ws[g:g + m]
+    GF = ws[g + m:g + 2 * m]
+    GG = ws[g + 2 * m:g + 3 * m]
+    GO = ws[g + 3 * m:g + 4 * m]
+    C = ws[c:c + m]
+    Y = ws[out:out + m]
+    if exact:
+        for k in range(m):
+            cn = sigmoid_x(GF[k]) * C[k] + sigmoid_x(GI[k]) * tanh_x(GG[k])
+            C[k] = cn
+            Y[k] = sigmoid_x(GO[k]) * tanh_x(cn)
+    else:
+        for k in range(m):
+            cn = sigmoid_a(GF[k]) * C[k] + sigmoid_a(GI[k]) * tanh_a(GG[k])
+            C[k] = cn
+            Y[k] = sigmoid_a(GO[k]) * tanh_a(cn)
+
+
+@njit(cache=True, error_model="numpy")
+def gru_cell(ws, gi, gh, h, out, m, exact):
+    """r, z, n blocks of m = H*L elements; n = tanh(gi_n + r·gh_n); out = (1 − z)·n + z·h."""
+    IR = ws[gi:gi + m]
+    IZ = ws[gi + m:gi + 2 * m]
+    IN = ws[gi + 2 * m:gi + 3 * m]
+    HR = ws[gh:gh + m]
+    HZ = ws[gh + m:gh + 2 * m]
+    HN = ws[gh + 2 * m:gh + 3 * m]
+    Hs = ws[h:h + m]
+    Y = ws[out:out + m]
+    if exact:
+        for k in range(m):
+            r = sigmoid_x(IR[k] + HR[k])
+            z = sigmoid_x(IZ[k] + HZ[k])
+            nn = tanh_x(IN[k] + r * HN[k])
+            Y[k] = (_ONE - z) * nn + z * Hs[k]
+    else:
+        for k in range(m):
+            r = sigmoid_a(IR[k] + HR[k])
+            z = sigmoid_a(IZ[k] + HZ[k])
+            nn = tanh_a(IN[k] + r * HN[k])
+            Y[k] = (_ONE - z) * nn + z * Hs[k]
+
+
+# ---- matrix-vector micro-ops ------------------------------------------------------------------
+# y = b + Σ_i W[:, i]·x_i as one sequential FMA chain per output element, in both layouts:
+# ((b + w0·x0) + w1·x1) + ... is contracted to fma(w1, x1, fma(w0, x0, b)) whether a loop is
+# vectorised or not, and no reassociation is allowed, so the per-stream and the chunk kernels
+# give bit-identical results.
+@njit(fastmath=FM, cache=True, error_model="numpy")
+def matvec_1(ws, wts, xin, out, I, O, w, b):
+    """Per-stream: out[:O] = b + WT[I, O]ᵀ·x (b < 0: no bias). Vectorised over the outputs."""
+    X = ws[xin:xin + I]
+    Y = ws[out:out + O]
+    WT = wts[w:w + I * O].reshape((I, O))
+    if b >= 0:
+        B = wts[b:b + O]
+        for o in range(O):
+            Y[o] = B[o]
+    else:
+        for o in range(O):
+            Y[o] = _ZERO
+    i = 0
+    while i + 4 <= I:
+        a0 = X[i]
+        a1 = X[i + 1]
+        a2 = X[i + 2]
+        a3 = X[i + 3]
+        W0 = WT[i]
+        W1 = WT[i + 1]
+        W2 = WT[i + 2]
+        W3 = WT[i + 3]
+        for o in range(O):
+            Y[o] = Y[o] + W0[o] * a0 + W1[o] * a1 + W2[o] * a2 + W3[o] * a3
+        i += 4
+    while i < I:
+        a0 = X[i]
+        W0 = WT[i]
+        for o in range(O):
+            Y[o] = Y[o] + W0[o] * a0
+        i += 1
+
+
+@njit(fastmath=FM, cache=True, error_model="numpy")
+def matvec_c(ws, wts, xin, out, I, O, w, b, L):
+    """Chunk: rows are L lanes wide (xin, out are row offsets). Weight-stationary, vectorised
+    over the lanes; four outputs share each load of four input rows."""
+    X = ws[xin * L:(xin + I) * L].reshape((I, L))
+    Y = ws[out * L:(out + O) * L].reshape((O, L))
+    WT = wts[w:w + I * O].reshape((I, O))
+    o = 0
+    while o < O:
+        if o + 4 <= O:
+            Y0 = Y[o]
+            Y1 = Y[o + 1]
+            Y2 = Y[o + 2]
+            Y3 = Y[o + 3]
+            b0 = wts[b + o] if b >= 0 else _ZERO
+            b1 = wts[b + o + 1] if b >= 0 else _ZERO
+            b2 = wts[b + o + 2] if b >= 0 else _ZERO
+            b3 = wts[b + o + 3] if b >= 0 else _ZERO
+            for l in range(L):
+                Y0[l] = b0
+                Y1[l] = b1
+                Y2[l] = b2
+                Y3[l] = b3
+            i = 0
+            while i + 4 <= I:
+                X0 = X[i]
+                X1 = X[i + 1]
+                X2 = X[i + 2]
+                X3 = X[i + 3]
+                p0, p1, p2, p3 = WT[i, o], WT[i + 1, o], WT[i + 2, o], WT[i + 3, o]
+                q0, q1, q2, q3 = WT[i, o + 1], WT[i + 1, o + 1], WT[i + 2, o + 1], WT[i + 3, o + 1]
+                r0, r1, r2, r3 = WT[i, o + 2], WT[i + 1, o + 2], WT[i + 2, o + 2], WT[i + 3, o + 2]
+                s0, s1, s2, s3 = WT[i, o + 3], WT[i + 1, o + 3], WT[i + 2, o + 3], WT[i + 3, o + 3]
+                for l in range(L):
+                    x0 = X0[l]
+                    x1 = X1[l]
+                    x2 = X2[l]
+                    x3 = X3[l]
+                    Y0[l] = Y0[l] + p0 * x0 + p1 * x1 + p2 * x2 + p3 * x3
+                    Y1[l] = Y1[l] + q0 * x0 + q1 * x1 + q2 * x2 + q3 * x3
+                    Y2[l] = Y2[l] + r0 * x0 + r1 * x1 + r2 * x2 + r3 * x3
+                    Y3[l] = Y3[l] + s0 * x0 + s1 * x1 + s2 * x2 + s3 * x3
+                i += 4
+            while i < I:
+                X0 = X[i]
+                p0, q0, r0, s0 = WT[i, o], WT[i, o + 1], WT[i, o + 2], WT[i, o + 3]
+                for l in range(L):
+                    x0 = X0[l]
+                    Y0[l] = Y0[l] + p0 * x0
+                    Y1[l] = Y1[l] + q0 * x0
+                    Y2[l] = Y2[l] + r0 * x0
+                    Y3[l] = Y3[l] + s0 * x0
+                i += 1
+            o += 4
+        else:
+            Y0 = Y[o]
+            b0 = wts[b + o] if b >= 0 else _ZERO
+            for l in range(L):
+                Y0[l] = b0
+            i = 0
+            while i + 4 <= I:
+                X0 = X[i]
+                X1 = X[i + 1]
+                X2 = X[i + 2]
+                X3 = X[i + 3]
+                p0, p1, p2, p3 = WT[i, o], WT[i + 1, o], WT[i + 2, o], WT[i + 3, o]
+                for l in range(L):
+                    Y0[l] = Y0[l] + p0 * X0[l] + p1 * X1[l] + p2 * X2[l] + p3 * X3[l]
+                i += 4
+            while i < I:
+                X0 = X[i]
+                p0 = WT[i, o]
+                for l in range(L):
+                    Y0[l] = Y0[l] + p0 * X0[l]
+                i += 1
+            o += 1
+
+
+@njit(fastmath=FM, cache=True, error_model="numpy")
+def outer_add(ws, wts, out, u, d, B, L):
+    """Y[i, l] += b[i]·u[l] for the d rows of one LMU channel (the u⊗b term)."""
+    Y = ws[out * L:(out + d) * L].reshape((d, L))
+    U = ws[u * L:(u + 1) * L]
+    for i in range(d):
+        bi = wts[B + i]
+        Yi = Y[i]
+        for l in range(L):
+            Yi[l] = Yi[l] + bi * U[l]
+
+
+@njit(cache=True, error_model="numpy")
+def lmumem(ws, wts, u, m, out, ch, d, A, B, L):
+    """out[c] = A·m[c] + b·u[c] for each memory channel c (m itself is not written)."""
+    for c in range(ch):
+        if L == 1:
+            matvec_1(ws, wts, m + c * d, out + c * d, d, d, A, -1)
+        else:
+            matvec_c(ws, wts, m + c * d, out + c * d, d, d, A, -1, L)
+        outer_add(ws, wts, out + c * d, u + c, d, B, L)
+
+
+@njit(cache=True, error_model="numpy")
+def s4d_rows(ws, wts, u, xr, xi, out, H, N, par, dd, L, exact):
+    """State and parameters in [N, H] (mode-major) order: the loops over channels and lanes
+    vectorise and the sum over modes is a sequential chain per channel. No fastmath: the
+    complex products have two terms each, exactly rounded like the torch/ONNX ops."""
+    HL = H * L
+    U = ws[u * L:(u + H) * L]
+    XR = ws[xr * L:(xr + N * H) * L].reshape((N, HL))
+    XI = ws[xi * L:(xi + N * H) * L].reshape((N, HL))
+    Y = ws[out * L:(out + H) * L]
+    HN = H * N
+    AR = wts[par:par + HN].reshape((N, H))
+    AI = wts[par + HN:par + 2 * HN].reshape((N, H))
+    BR = wts[par + 2 * HN:par + 3 * HN].reshape((N, H))
+    BI = wts[par + 3 * HN:par + 4 * HN].reshape((N, H))
+    CR = wts[par + 4 * HN:par + 5 * HN].reshape((N, H))
+    CI = wts[par + 5 * HN:par + 6 * HN].reshape((N, H))
+    D = wts[dd:dd + H]
+    for k in range(HL):
+        Y[k] = _ZERO
+    if L == 1:
+        for n in range(N):
+            xr_n = XR[n]
+            xi_n = XI[n]
+            ar, ai, br, bi, cr, ci = AR[n], AI[n], BR[n], BI[n], CR[n], CI[n]
+            for h in range(H):
+                uu = U[h]
+                r = xr_n[h]
+                im = xi_n[h]
+                nr = ar[h] * r - ai[h] * im + br[h] * uu
+                ni = ar[h] * im + ai[h] * r + bi[h] * uu
+                xr_n[h] = nr
+                xi_n[h] = ni
+                Y[h] = Y[h] + (cr[h] * nr - ci[h] * ni)
+    else:
+        XR3 = XR.reshape((N, H, L))
+        XI3 = XI.reshape((N, H, L))
+        U2 = U.reshape((H, L))
+        Y2 = Y.reshape((H, L))
+        for n in range(N):
+            for h in range(H):
+                ar, ai, br, bi, cr, ci = AR[n, h], AI[n, h], BR[n, h], BI[n, h], CR[n, h], CI[n, h]
+                for l in range(L):
+                    uu = U2[h, l]
+                    r = XR3[n, h, l]
+                    im = XI3[n, h, l]
+                    nr = ar * r - ai * im + br * uu
+                    ni = ar * im + ai * r + bi * uu
+                    XR3[n, h, l] = nr
+                    XI3[n, h, l] = ni
+                    Y2[h, l] = Y2[h, l] + (cr * nr - ci * ni)
+    for h in range(H):
+        dh = D[h]
+        Yh = Y[h * L:(h + 1) * L]
+        Uh = U[h * L:(h + 1) * L]
+        for l in range(L):
+            Yh[l] = _TWO * Yh[l] + dh * Uh[l]
+    act_inplace(ws, out * L, HL, ACT_GELU_X if exact else ACT_GELU)
+
+
+# ---- the interpreter --------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def exec_ops(prog, wts, ws, L):
+    """Run every micro-op once on the workspace; rows are L lanes wide (1: one stream)."""
+    nops = prog[H_NOPS]
+    p = prog[H_OPS]
+    for _ in range(nops):
+        code = prog[p]
+        a1 = prog[p + 1]
+        a2 = prog[p + 2]
+        a3 = prog[p + 3]
+        a4 = prog[p + 4]
+        a5 = prog[p + 5]
+        a6 = prog[p + 6]
+        a7 = prog[p + 7]
+        if code == OP_COPY:
+            copy_rows(ws, a1 * L, a2 * L, a3 * L)
+        elif code == OP_DENSE:
+            if L == 1:
+                matvec_1(ws, wts, a1, a2, a3, a4, a5, a6)
+            else:
+                matvec_c(ws, wts, a1, a2, a3, a4, a5, a6, L)
+            if a7 != ACT_IDENTITY:
+                act_inplace(ws, a2 * L, a4 * L, a7)
+        elif code == OP_LMUMEM:
+            lmumem(ws, wts, a1, a2, a3, a4, a5, a6, a7, L)
+        elif code == OP_ACT:
+            if a1 != a2:
+                copy_rows(ws, a2 * L, a1 * L, a3 * L)
+            act_inplace(ws, a2 * L, a3 * L, a4)
+        elif code == OP_ADD:
+            add_rows(ws, a1 * L, a2 * L, a3 * L, a4 * L)
+        elif code == OP_AFFINE:
+            affine_rows(ws, wts, a1, a2, a3, L, a4, a5)
+        elif code == OP_SCOPY:
+            scopy_rows(ws, a1 * L, a2 * L, a3, a4 * L, a5 * L, a6 * L)
+        elif code == OP_LSTM:
+            lstm_cell(ws, a1 * L, a2 * L, a4 * L, a5 * L, a6)
+            copy_rows(ws, a3 * L, a4 * L, a5 * L)
+        elif code == OP_GRU:
+            gru_cell(ws, a1 * L, a2 * L, a3 * L, a4 * L, a5 * L, a6)
+            copy_rows(ws, a3 * L, a4 * L, a5 * L)
+        elif code == OP_S4D:
+            s4d_rows(ws, wts, a1, a2, a3, a4, a5, a6, a7, prog[p + 8], L, prog[p + 9])
+        elif code == OP_GLU:
+            glu_rows(ws, a1 * L, a2 * L, a3 * L, a4)
+        elif code == OP_L2NORM:
+            l2norm_rows(ws, a1, a2, a3, L)
+        elif code == OP_LIF:
+            lif_rows(ws, wts, a1, a2, a3, a4, L, a5, a6)
+        elif code == OP_RMEAN:
+            rmean_rows(ws, a1, a2, a3, a4, a5, L)
+        p += REC
+
+
+@njit(cache=True, error_model="numpy")
+def _gather(ws, state, prog, s0, L):
+    SS = prog[H_SSIZE]
+    SB = prog[H_SBASE]
+    PERM = prog[H_PERM]
+    for r in range(SS):
+        pr = prog[PERM + r]
+        b = (SB + r) * L
+        for l in range(L):
+            ws[b + l] = state[s0 + l, pr]
+
+
+@njit(cache=True, error_model="numpy")
+def _scatter(ws, state, prog, s0, L):
+    SS = prog[H_SSIZE]
+    SB = prog[H_SBASE]
+    PERM = prog[H_PERM]
+    for r in range(SS):
+        pr = prog[PERM + r]
+        b = (SB + r) * L
+        for l in range(L):
+            state[s0 + l, pr] = ws[b + l]
+
+
+def run(prog, buf, state, x, y, T):
+    """The one entry point: advance S = state.shape[0] streams by T samples.
+
+    x [T*S, C] and y [T*S, O] are time-major (row t*S + s); ``state`` [S, state_size] is updated
+    in place; ``buf`` holds the weights (``buf[:prog[H_WS0]]``) and then the workspace. Step is
+    this call with T = 1. Returns 0, or a negative code when the shapes do not fit the program
+    (nothing is touched then).
+
+    Streams go in chunks of CH (then CH/2) lanes side by side, the rest one at a time; each
+    group runs all T samples before the next (streams are independent), so its state stays in
+    the workspace for the whole block."""
+    S = state.shape[0]
+    C = prog[H_C]
+    O = prog[H_O]
+    if T < 0 or x.shape[0] != T * S or x.shape[1] != C:
+        return -1
+    if y.shape[0] != T * S or y.shape[1] != O:
+        return -2
+    if state.shape[1] != prog[H_SSIZE]:
+        return -3
+    W0 = prog[H_WS0]
+    if buf.shape[0] < W0 + prog[H_ROWS] * CH:
+        return -4
+    wts = buf[:W0]
+    ws = buf[W0:]
+    XR = prog[H_XROW]
+    YR = prog[H_YROW]
+    s0 = 0
+    while s0 < S:
+        rest = S - s0
+        L = CH if rest >= CH else (CH // 2 if rest >= CH // 2 else 1)
+        _gather(ws, state, prog, s0, L)
+        if L == 1:
+            Xw = ws[XR:XR + C]
+            Yw = ws[YR:YR + O]
+            for t in range(T):
+                xr = x[t * S + s0]
+                for c in range(C):
+                    Xw[c] = xr[c]
+                exec_ops(prog, wts, ws, 1)
+                yr = y[t * S + s0]
+                for o in range(O):
+                    yr[o] = Yw[o]
+        else:
+            Xw2 = ws[XR * L:(XR + C) * L].reshape((C, L))
+            Yw2 = ws[YR * L:(YR + O) * L].reshape((O, L))
+            for t in range(T):
+                X2 = x[t * S + s0:t * S + s0 + L]
+                for c in range(C):
+                    for l in range(L):
+                        Xw2[c, l] = X2[l, c]
+                exec_ops(prog, wts, ws, L)
+                Y2 = y[t * S + s0:t * S + s0 + L]
+                for o in range(O):
+                    for l in range(L):
+                        Y2[l, o] = Yw2[o, l]
+        _scatter(ws, state, prog, s0, L)
+        s0 += L
+    return 0
+
+
+RUN_SIGNATURE = "int64(int64[::1], float32[::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], int64)"
+_runner = None
+
+
+def get_runner():
+    """:func:`run` compiled for exactly its one signature (C-contiguous float32 arrays, int64
+    program). Built on first use, so importing this module compiles nothing; with an explicit
+    signature numba never compiles another specialisation at call time: any other argument type
+    raises ``TypeError`` at once (the executor then normalises its inputs and retries)."""
+    global _runner
+    if _runner is None:
+        _runner = njit(RUN_SIGNATURE, cache=True, error_model="numpy")(run)
+    return _runner

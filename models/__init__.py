@@ -1,0 +1,20 @@
+"""The model zoo: streaming sequence layers with a parallel face (`forward`) and a streaming face
+(`step`) that agree, task heads, and training utilities. Needs torch (`pip install edge[train]`)."""
+from .conv import CausalConv1d
+from .heads import ClassifierHead, ForecastHead, QuaternionHead
+from .lmu import LMU, LegendreMemory, RecurrentLMU
+from .lmuformer import LMUFormer, SpikingLMU, SpikingLMUFormer
+from .recurrent import GRU, LSTM
+from .s4d import S4D
+from .spiking import LIF
+from .stack import Activation, ChannelNorm, Pointwise, Residual, Stack, unroll
+from .train import (count_parameters, fit, load_checkpoint, macs_per_step, param_groups, save_checkpoint,
+                    seed_everything, summary_line)
+
+__all__ = [
+    "LSTM", "GRU", "LMU", "RecurrentLMU", "LegendreMemory", "S4D", "LIF", "CausalConv1d",
+    "LMUFormer", "SpikingLMUFormer", "SpikingLMU", "QuaternionHead", "ForecastHead", "ClassifierHead",
+    "Stack", "Pointwise", "Residual", "Activation", "ChannelNorm", "unroll",
+    "seed_everything", "param_groups", "count_parameters", "macs_per_step", "summary_line", "fit",
+    "save_checkpoint", "load_checkpoint",
+]

@@ -1,0 +1,94 @@
+"""S4D: a diagonal state-space layer (Gu, Gupta, Goel, Ré 2022), after the minimal `s4d.py`.
+
+Per channel h and complex mode n:  x' = Ā x + B̄ u,  y = 2·Re(Σ_n C_n x'_n) + D u,
+with Ā = exp(Δ A), B̄ = (Ā − 1)/A (zero-order hold, B ≡ 1), then GELU and a 1×1 projection to 2H
+followed by a GLU. Training convolves with the kernel K_l = 2·Re(Σ_n C_n B̄_n Ā_n^l) via FFT; the
+streaming step keeps each complex mode as a (real, imaginary) pair so that ONNX and the Numba
+kernels stay real-valued.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .lmu import causal_fft_conv
+
+SSM_OPTIM = {"weight_decay": 0.0, "lr_scale": 0.1}  # SSM dynamics: no decay, 10x lower learning rate
+
+
+class S4D(nn.Module):
+    def __init__(self, channels: int, state_size: int = 64, init: str = "lin",
+                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+        super().__init__()
+        if init not in ("lin", "inv"):
+            raise ValueError(f"S4D init must be 'lin' or 'inv', got {init!r}")
+        H, N = channels, state_size // 2
+        self.channels, self.modes, self.init = H, N, init
+        n = torch.arange(N, dtype=torch.float32)
+        imag = math.pi * n if init == "lin" else (state_size / math.pi) * (state_size / (2 * n + 1) - 1)
+        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt)                                   # (H,)
+        self.log_A_real = nn.Parameter(torch.full((H, N), math.log(0.5)))    # Re A = −exp(.)
+        self.A_imag = nn.Parameter(imag.repeat(H, 1))                        # (H, N)
+        self.C = nn.Parameter(torch.randn(H, N, 2) * math.sqrt(0.5))         # complex as (re, im)
+        self.D = nn.Parameter(torch.randn(H))
+        self.output = nn.Linear(H, 2 * H)
+        for p in (self.log_dt, self.log_A_real, self.A_imag):
+            p._optim = SSM_OPTIM
+
+    def discrete(self):
+        """Ā, B̄·C as complex128, with Ā rounded through float32 exactly as the step stores it."""
+        A = torch.complex(-torch.exp(self.log_A_real), self.A_imag).to(torch.complex128)
+        dtA = A * torch.exp(self.log_dt).double()[:, None]
+        A_bar = torch.exp(dtA)
+        A_bar = torch.complex(A_bar.real.float().double(), A_bar.imag.float().double())
+        B_bar = (torch.exp(dtA) - 1) / A
+        B_bar = torch.complex(B_bar.real.float().double(), B_bar.imag.float().double())
+        C = torch.view_as_complex(self.C.double().contiguous())
+        return A_bar, B_bar, C
+
+    def step_constants(self):
+        """Real-split step parameters, each (H, N) float32: Ā, B̄ and C as (re, im).
+
+        Cached while gradients are off (streaming inference), keyed on the parameters' versions."""
+        key = tuple(p._version for p in (self.log_dt, self.log_A_real, self.A_imag, self.C))
+        if torch.is_grad_enabled() or getattr(self, "_step_key", None) != key:
+            self._step_cache, self._step_key = self._real_split(), key
+        return self._step_cache
+
+    def _real_split(self):
+        A_bar, B_bar, C = self.discrete()
+        parts = {"ar": A_bar.real, "ai": A_bar.imag, "br": B_bar.real, "bi": B_bar.imag,
+                 "cr": C.real, "ci": C.imag}
+        return {k: v.float() for k, v in parts.items()}
+
+    def init_state(self, batch: int) -> dict:
+        z = self.D.new_zeros(batch, self.channels, self.modes)
+        return {"xr": z, "xi": z.clone()}
+
+    def _readout(self, y, u):  # y: SSM output, u: input; both (..., H)
+        y = F.gelu(y + self.D * u)
+        return F.glu(self.output(y), dim=-1)
+
+    def forward(self, u, state=None):  # u: (B, T, H) -> y: (B, T, H)
+        T = u.shape[1]
+        A_bar, B_bar, C = self.discrete()
+        powers = A_bar[..., None] ** torch.arange(T + 1, device=u.device)   # (H, N, T+1): Ā^l
+        K = 2 * torch.einsum("hn,hnl->hl", C * B_bar, powers[..., :T]).real  # (H, T)
+        y = causal_fft_conv(u.transpose(1, 2), K.to(u.dtype)).transpose(1, 2)  # (B, T, H)
+        # final state: x_T = Ā^T x_0 + Σ_j Ā^(T-1-j) B̄ u_j
+        x_last = torch.einsum("bth,hnt->bhn", u.to(powers.dtype), powers[..., :T].flip(-1)) * B_bar
+        if state is not None:
+            x0 = torch.complex(state["xr"].double(), state["xi"].double())  # (B, H, N)
+            y = y + 2 * torch.einsum("bhn,hnt->bth", C * x0, powers[..., 1:]).real.to(u.dtype)
+            x_last = x_last + powers[..., T] * x0
+        return self._readout(y, u), {"xr": x_last.real.to(u.dtype), "xi": x_last.imag.to(u.dtype)}
+
+    def step(self, u, state):  # u: (B, H) -> y: (B, H)
+        k = self.step_constants()
+        xr, xi = state["xr"], state["xi"]
+        u_ = u[..., None]
+        xr, xi = k["ar"] * xr - k["ai"] * xi + k["br"] * u_, k["ar"] * xi + k["ai"] * xr + k["bi"] * u_
+        y = 2 * (k["cr"] * xr - k["ci"] * xi).sum(-1)
+        return self._readout(y, u), {"xr": xr, "xi": xi}

@@ -1,0 +1,13 @@
+import os
+
+from hypothesis import settings
+
+# Examples are drawn from a fixed seed so that CI and a developer see the same cases.
+settings.register_profile("edge", derandomize=True, deadline=None, print_blob=True, max_examples=8)
+# More examples on demand: HYPOTHESIS_PROFILE=thorough pytest ...
+settings.register_profile("thorough", deadline=None, print_blob=True, max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "edge"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains a model for seconds to a minute (tests/test_learning.py)")
