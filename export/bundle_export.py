@@ -51,13 +51,20 @@ def onnx_step_graph(program, weights, state_spec, input_size: int, opset: int = 
 
 
 def torch_stream(model, x: np.ndarray) -> np.ndarray:
-    """Reference outputs of the torch model's streaming face over x (T, S, C) -> (T, S, O)."""
-    with torch.no_grad():
-        state = model.init_state(x.shape[1])
-        ys = []
-        for t in range(x.shape[0]):
-            y, state = model.step(torch.from_numpy(x[t]), state)
-            ys.append(y.numpy().copy())
+    """Reference outputs of the torch model's streaming face over x (T, S, C) -> (T, S, O).
+
+    One thread: intra-op threads only add contention on per-sample-sized ops."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            state = model.init_state(x.shape[1])
+            ys = []
+            for t in range(x.shape[0]):
+                y, state = model.step(torch.from_numpy(x[t]), state)
+                ys.append(y.numpy().copy())
+    finally:
+        torch.set_num_threads(threads)
     return np.stack(ys)
 
 

@@ -26,6 +26,7 @@ __all__ = ["NumbaExecutor", "UnsupportedOp"]
 
 _F32 = np.dtype(np.float32)
 _ALIGN = 16  # weights and workspace regions start on 64-byte boundaries (16 floats)
+WORKSPACE_BYTES = 1 << 20  # cap on the chunk workspace (rows x lanes x 4 B); lanes shrink to fit
 
 SUPPORTED_OPS = ("dense", "affine", "act", "add", "concat", "glu", "l2norm", "lstm", "gru",
                  "lmu_memory", "recurrent_lmu", "s4d", "lif", "conv", "running_mean")
@@ -557,7 +558,12 @@ class _Builder:
         head[K.H_WS0] = wts.size  # a multiple of _ALIGN: the workspace follows the weights
         recs = np.asarray(self.records, np.int64).reshape(-1) if self.records else np.zeros(0, np.int64)
         prog = np.concatenate([head, self.perm.astype(np.int64), recs]).astype(np.int64)
-        buf = np.zeros(wts.size + max(self.rows, 1) * K.CH, np.float32)
+        # lanes per chunk: as wide as MAX_LANES while the workspace stays within WORKSPACE_BYTES
+        lanes = K.MAX_LANES
+        while lanes > K.MIN_LANES and max(self.rows, 1) * lanes * 4 > WORKSPACE_BYTES:
+            lanes //= 2
+        prog[K.H_LANES] = lanes
+        buf = np.zeros(wts.size + max(self.rows, 1) * lanes, np.float32)
         buf[:wts.size] = wts
         return prog, buf
 
@@ -574,6 +580,7 @@ class NumbaExecutor:
     def __init__(self, program: dict, weights: dict, state_spec: list, *, fast_math: bool = True):
         b = _Builder(program, weights, list(state_spec), fast_math)
         self._prog, self._buf = b.pack()
+        self.lanes = int(self._prog[K.H_LANES])  # streams per chunk in the widest chunk layout
         self._run = K.get_runner()
         self.input_size = b.reg_len["x"]
         self.output_size = b.reg_len[b.output]

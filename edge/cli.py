@@ -1,0 +1,103 @@
+"""The `edge` command line. Each subcommand imports what it needs when it runs, so `edge --help`
+is instant and nothing here imports torch unless a subcommand needs it."""
+import argparse
+import json
+import sys
+
+EPILOG = """examples:
+  edge inspect model.onnx            what a bundle holds: channels, state, cost per step
+  edge bench model.onnx              µs per stream-sample on every engine, against the FLOP floor
+  edge demo                          build, export and run each model of the zoo (needs torch)
+"""
+
+
+def cmd_inspect(args) -> int:
+    from .bundle import read_bundle
+    from .cost import step_cost
+    b = read_bundle(args.bundle)
+    meta, cost = b.meta, step_cost(b.meta, b.weights)
+    if args.json:
+        print(json.dumps({"metadata": meta, "cost": cost}, indent=2))
+        return 0
+    ch = lambda cs: ", ".join(c["name"] + (f" [{c['unit']}]" if c.get("unit") else "") for c in cs)
+    print(f"bundle      {b.path}  ({len(b.model_bytes) / 1024:.1f} KiB)")
+    print(f"name/task   {meta.get('name') or '-'} / {meta['task']}")
+    print(f"model       {meta.get('model', {}).get('class', '?')}: {', '.join(meta.get('model', {}).get('cells', []))}")
+    print(f"inputs      {len(meta['inputs'])}: {ch(meta['inputs'])}")
+    print(f"outputs     {len(meta['outputs'])}: {ch(meta['outputs'])}")
+    rate = meta.get("sample_rate_hz")
+    print(f"rate        {f'{rate:g} Hz' if rate else 'any'}")
+    print(f"parameters  {cost['parameters']:,} ({cost['parameter_bytes_fp32'] / 1024:.1f} KiB fp32, "
+          f"{cost['parameter_bytes_int8'] / 1024:.1f} KiB int8)")
+    print(f"state       {cost['state_floats']:,} floats per stream ({cost['state_bytes']:,} bytes) in "
+          f"{len(meta['state'])} tensors")
+    for s in meta["state"]:
+        print(f"  {s['name']:<28} {s['shape']}")
+    print(f"cost/step   {cost['macs']:,} MACs  (" + ", ".join(f"{k} {v:,}" for k, v in cost["macs_by_op"].items()) + ")")
+    print(f"program     {len(meta['program']['ops'])} ops: " + " → ".join(op["op"] for op in meta["program"]["ops"]))
+    if meta.get("normalisation"):
+        print(f"normalise   {json.dumps(meta['normalisation'])}")
+    if meta.get("parity"):
+        print(f"parity      {json.dumps(meta['parity'])}")
+    if meta.get("metrics"):
+        print(f"metrics     {json.dumps(meta['metrics'])}")
+    print(f"provenance  {json.dumps(meta.get('provenance', {}))}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .benchmark import run
+    return run(args)
+
+
+def cmd_demo(args) -> int:
+    from .models.demo import run
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge", description="Streaming runtime for recurrent, state-space and spiking "
+                                "models: one ONNX step bundle, run on Numba or onnxruntime.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    i = sub.add_parser("inspect", help="show a bundle's metadata, state and cost per step",
+                       description="Show what a bundle holds: channels and units, sample rate, state tensors, "
+                                   "parameters, MACs per step, parity and provenance.")
+    i.add_argument("bundle", help="an .onnx bundle, or the name of a shipped bundle")
+    i.add_argument("--json", action="store_true", help="print the metadata and cost as JSON")
+    i.set_defaults(func=cmd_inspect)
+    b = sub.add_parser("bench", help="µs per stream-sample on every engine, with ratios",
+                       description="Time one bundle on torch eager (if installed), onnxruntime run and IOBinding, "
+                                   "Numba per call and block, at several stream counts; print ratios against the "
+                                   "FLOP floor and onnxruntime measured in the same run.")
+    from .benchmark import add_arguments
+    add_arguments(b)
+    b.set_defaults(func=cmd_bench)
+    d = sub.add_parser("demo", help="build, export and stream each model of the zoo (needs torch)",
+                       description="A tour of the zoo: builds each model, checks that its parallel and streaming "
+                                   "faces agree, exports it as a bundle, and streams it on Numba and onnxruntime.")
+    d.add_argument("--steps", type=int, default=2000, help="samples to stream per model (default 2000)")
+    d.add_argument("--out", default=None, help="folder for the bundles (default: a temporary folder)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from .bundle import BundleError
+    from .runtime import InputError
+    try:
+        return args.func(args)
+    except (BundleError, InputError, FileNotFoundError) as e:
+        print(f"edge {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
