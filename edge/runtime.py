@@ -71,7 +71,11 @@ def load(bundle_or_name, engine: str = "auto", threads: int = 1) -> Model:
         raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
     bundle = read_bundle(bundle_or_name)
     meta = bundle.meta
-    if engine in ("auto", "numba"):
+    if engine == "numba" and meta.get("int8"):
+        raise BundleError(bundle.path, "cannot run on numba: an int8 graph from onnxruntime quantisation runs on onnxruntime")
+    if engine == "auto" and meta.get("int8"):
+        reason = "onnxruntime: an int8 graph (onnxruntime quantisation)"
+    elif engine in ("auto", "numba"):
         from .engine.numba_engine import NumbaExecutor, UnsupportedOp
         try:
             ex = NumbaExecutor(meta["program"], bundle.weights, meta["state"])

@@ -83,7 +83,8 @@ def test_bench_table_and_engine_filter(lmu_bundle):
                      "--streams", "1", "--startup-runs", "0", "--no-progress"])
     assert code == 0
     text = out.getvalue()
-    assert "Numba block" in text and "ORT" not in text and "torch eager" not in text
+    assert "Numba block" in text and "Numba per call" in text
+    assert "ORT session.run" not in text and "OrtExecutor" not in text and "torch eager" not in text
     assert "targets" in text and "not measured" in text  # the IOBinding comparison needs onnxruntime
 
 

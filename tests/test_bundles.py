@@ -290,3 +290,18 @@ def test_export_refuses_what_it_cannot_represent(tmp_path):
     with pytest.raises(ExportError, match="cannot export Custom at layers/0"):
         export_bundle(Stack(Custom()).eval(), tmp_path / "y.onnx", input_size=3)
     assert not list(tmp_path.iterdir()), "a refused export must not leave a file"
+
+
+def test_int8_variant_records_the_metric_before_and_after(bundles, tmp_path):
+    from edge.export.quantize import quantize_bundle
+    _, path = bundles["lstm"]
+    x = imu_stream(2000)
+    entry = quantize_bundle(path, tmp_path / "lstm-int8.onnx", x)
+    meta = read_bundle(tmp_path / "lstm-int8.onnx").meta
+    assert meta["int8"] == entry and entry["fp32"] == 0.0
+    assert 0.0 < entry["int8"] < 0.05, f"int8 costs {entry['int8']:.3g} RMS on unit quaternions"
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(tmp_path / "lstm-int8.onnx").graph.node}
+    m = edge.load(tmp_path / "lstm-int8.onnx")
+    assert m.engine == "onnxruntime" and "int8" in m.reason
+    with pytest.raises(BundleError, match="lstm-int8.onnx: cannot run on numba"):
+        edge.load(tmp_path / "lstm-int8.onnx", engine="numba")
