@@ -55,6 +55,8 @@ def main(argv=None) -> int:
         p.error(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(models)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() == (HERE / "bundles").resolve() and not (out / ".gitignore").exists():
+        (out / ".gitignore").write_text("# exported by bench/make_bench_bundles.py: not versioned\n*\n")
     for name in names:
         build, task, what = models[name]
         torch.manual_seed(0)

@@ -299,7 +299,7 @@ def test_int8_variant_records_the_metric_before_and_after(bundles, tmp_path):
     entry = quantize_bundle(path, tmp_path / "lstm-int8.onnx", x)
     meta = read_bundle(tmp_path / "lstm-int8.onnx").meta
     assert meta["int8"] == entry and entry["fp32"] == 0.0
-    assert 0.0 < entry["int8"] < 0.05, f"int8 costs {entry['int8']:.3g} RMS on unit quaternions"
+    assert 0.0 < entry["int8"] < 0.1, f"int8 costs {entry['int8']:.3g} RMS on unit quaternions"
     assert "MatMulInteger" in {n.op_type for n in onnx.load(tmp_path / "lstm-int8.onnx").graph.node}
     m = edge.load(tmp_path / "lstm-int8.onnx")
     assert m.engine == "onnxruntime" and "int8" in m.reason

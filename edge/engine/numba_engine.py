@@ -13,6 +13,9 @@ T x streams x ops loop runs inside it, with no Python per sample.
 
 The returned ``y`` is owned by the executor and reused by the next call with the same shape
 (no allocation per call): copy it (or pass ``out=``) to keep it.
+
+One executor owns one workspace: its calls hold the GIL, so threads sharing it are serialised
+(safe, not parallel); use one executor per thread for parallel work.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ __all__ = ["NumbaExecutor", "UnsupportedOp"]
 _F32 = np.dtype(np.float32)
 _ALIGN = 16  # weights and workspace regions start on 64-byte boundaries (16 floats)
 WORKSPACE_BYTES = 1 << 20  # cap on the chunk workspace (rows x lanes x 4 B); lanes shrink to fit
+_OUT_CACHE = 16  # output arrays kept per call kind (one per shape); more shapes start it afresh
 
 SUPPORTED_OPS = ("dense", "affine", "act", "add", "concat", "glu", "l2norm", "lstm", "gru",
                  "lmu_memory", "recurrent_lmu", "s4d", "lif", "conv", "running_mean")
@@ -649,6 +653,8 @@ class NumbaExecutor:
             if out is None:
                 out = self._y_step.get(x.shape[0])
                 if out is None:
+                    if len(self._y_step) >= _OUT_CACHE:
+                        self._y_step.clear()
                     out = self._y_step[x.shape[0]] = np.empty((x.shape[0], self.output_size), np.float32)
             code = self._run(self._prog, self._buf, state, x, out, 1)
         except (TypeError, AttributeError, IndexError):
@@ -672,6 +678,8 @@ class NumbaExecutor:
         if out is None:
             pair = self._y_block.get((T, S))
             if pair is None:
+                if len(self._y_block) >= _OUT_CACHE:
+                    self._y_block.clear()
                 y3 = np.empty((T, S, self.output_size), np.float32)
                 pair = self._y_block[(T, S)] = (y3, y3.reshape(T * S, self.output_size))
             out, y2 = pair
