@@ -1,5 +1,10 @@
 """The model zoo: streaming sequence layers with a parallel face (`forward`) and a streaming face
 (`step`) that agree, task heads, and training utilities. Needs torch (`pip install edge[train]`)."""
+try:
+    import torch  # noqa: F401
+except ImportError as e:  # say which extra, not just "No module named torch"
+    raise ImportError("edge.models needs torch: pip install torch==2.13.0 && pip install 'edge[train]'") from e
+
 from .conv import CausalConv1d
 from .heads import ClassifierHead, ForecastHead, QuaternionHead
 from .lmu import LMU, LegendreMemory, RecurrentLMU
