@@ -32,12 +32,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 ENGINES = ("torch", "onnxruntime", "numba")
 DEFAULT_STREAMS = "1,64,1024"
 TARGETS = (
-    # key, description, method, streams, against, op, target
+    # key, what, op, target (the values are computed in _targets)
     ("numba_step_vs_iobinding_1", "Numba per call vs ORT IOBinding, 1 stream (speed-up)", ">=", 2.5),
     ("numba_block_vs_floor_1", "Numba block / FLOP floor, 1 stream", "<=", 4.0),
     ("numba_block_vs_floor_1024", "Numba block / FLOP floor, 1,024 streams", "<=", 2.0),
@@ -50,7 +48,7 @@ METHODS = {
     "numba_step": ("Numba per call (NumbaExecutor.step)", "numba", "all"),
     "numba_block": ("Numba block (NumbaExecutor.block)", "numba", "all"),
 }
-MIN_CALLS = 20  # timed calls (or block length) per repeat, at least, whatever the stream count
+MIN_CALLS = 32  # timed calls (or block length) per repeat, at least, whatever the stream count
 
 
 def _positive_int(text):
@@ -70,6 +68,16 @@ def _nonnegative_int(text):
         raise _arg_error(f"{text!r} is not an integer") from None
     if v < 0:
         raise _arg_error(f"{v} must be 0 or more")
+    return v
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise _arg_error(f"{text!r} is not a number") from None
+    if not v > 0 or not math.isfinite(v):
+        raise _arg_error(f"{v} must be a positive number of seconds")
     return v
 
 
@@ -108,8 +116,12 @@ def add_arguments(parser) -> None:
                         help=f"streams per call for IOBinding and Numba (default {DEFAULT_STREAMS})")
     parser.add_argument("--steps", type=_positive_int, default=2000,
                         help="calls per timed repeat at 1 stream (default 2000); at S streams "
-                             f"max({MIN_CALLS}, steps/S) calls, and the Numba block is that many samples")
+                             f"max({MIN_CALLS}, steps/S) calls, and the Numba block is that many samples "
+                             "(fewer calls for a slow method: see --max-repeat-s)")
     parser.add_argument("--repeats", type=_positive_int, default=5, help="timed repeats; medians reported (default 5)")
+    parser.add_argument("--max-repeat-s", type=_positive_float, default=0.25, metavar="S",
+                        help="per-call methods slower than this per repeat get fewer calls (at least "
+                             f"{MIN_CALLS}; default 0.25 s), so a slow torch row does not dominate the run")
     parser.add_argument("--startup-runs", type=_nonnegative_int, default=2, metavar="N",
                         help="fresh processes per engine for the start-up time (default 2; 0 skips)")
     parser.add_argument("--cold-jit", action="store_true",
@@ -195,13 +207,31 @@ def _child(code: str, args=(), env=None, timeout=600) -> tuple[dict, float]:
     for line in proc.stdout.splitlines():
         if line.startswith("EDGE-BENCH "):
             return json.loads(line[len("EDGE-BENCH "):]), wall
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    raise RuntimeError(f"child process failed (exit {proc.returncode}): {tail}")
+    raise RuntimeError(f"child process failed (exit {proc.returncode}): {_error_line(proc.stderr)}")
+
+
+def _error_line(stderr: str) -> str:
+    """The line of a child's traceback that names the exception (numba colours its messages)."""
+    import re
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln]
+    named = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*", ln)]
+    text = (named or lines or ["no output"])[-1]
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def measure_sgemm() -> dict:
     res, _ = _child(_SGEMM_CHILD, env=ONE_THREAD_ENV)
     return res
+
+
+def _kernel_sources_mtime():
+    """Numba's cache is keyed on its source file's time stamp: an edit invalidates it."""
+    import importlib.util
+    try:
+        return os.stat(importlib.util.find_spec("edge.engine.kernels").origin).st_mtime_ns
+    except (ImportError, AttributeError, OSError):
+        return None
 
 
 def measure_startup(bundle_path: str, engine: str, runs: int, cold_jit: bool) -> list:
@@ -215,6 +245,7 @@ def measure_startup(bundle_path: str, engine: str, runs: int, cold_jit: bool) ->
         cold_dir = None
     try:
         for label, env in plans:
+            before = _kernel_sources_mtime() if engine == "numba" else None
             try:
                 res, wall = _child(_STARTUP_CHILD, (bundle_path, engine), env=env)
             except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -225,6 +256,8 @@ def measure_startup(bundle_path: str, engine: str, runs: int, cold_jit: bool) ->
                 hits, misses = res.get("numba_cache_hits"), res.get("numba_cache_misses")
                 res["numba_cache"] = ("compiled (cache miss)" if misses else "cache hit" if hits else "unknown")
                 res["numba_cache_dir"] = "empty temporary" if env else "default"
+                if before != _kernel_sources_mtime():
+                    res["numba_cache"] += "; the kernel sources changed during this run"
             rows.append(res)
     finally:
         if cold_dir:
@@ -250,7 +283,8 @@ def calls_for(streams: int, steps: int) -> int:
     return max(MIN_CALLS, -(-steps // streams))
 
 
-def _inputs(streams: int, calls: int, channels: int, seed: int = 0) -> np.ndarray:
+def _inputs(streams: int, calls: int, channels: int, seed: int = 0):
+    import numpy as np
     return np.random.default_rng(seed).standard_normal((calls, streams, channels), dtype=np.float32)
 
 
@@ -294,6 +328,7 @@ class _OrtRun:
         self.out_names = ["y"] + [state_output(s["name"]) for s in meta["state"]]
 
     def init(self, streams):
+        import numpy as np
         return [np.full((streams, *s["shape"]), float(s.get("init", 0.0) or 0.0), np.float32)
                 for s in self.meta["state"]]
 
@@ -365,6 +400,73 @@ def _targets(rows: dict, floor_us: float) -> list:
             t["status"] = "target met" if t["met"] else f"gap: {t['gap']:.2f}x too slow"
         out.append(t)
     return out
+
+
+def _measure_rows(args, bundle, tasks, make, streams_list, notes, bar):
+    """The agreement check, then every timed row."""
+    import numpy as np
+    # agreement check: every method from the initial state on the same 64 samples at 1 stream
+    check_x = _inputs(1, 64, bundle.input_size, seed=1)
+    outputs = {}
+    for m in tasks:
+        made = make(m, check_x)
+        if made:
+            run, ys = made
+            run(keep=True)
+            outputs[m] = np.stack(ys)
+    ref_key = "ort_run" if "ort_run" in outputs else next(iter(outputs), None)
+    agreement = {m: float(np.abs(y - outputs[ref_key]).max()) for m, y in outputs.items()} if ref_key else {}
+    if ref_key:
+        limit = 1e-4 * max(1.0, float(np.abs(outputs[ref_key]).max()))
+        for m, err in agreement.items():
+            if not err <= limit:
+                notes.append(f"{m} disagrees with {ref_key}: max abs difference {err:.3g} over "
+                             f"{check_x.shape[0]} steps (limit {limit:.3g}): its timings are of a wrong result")
+
+    rows = {}
+    for m in tasks:
+        label, _, which = METHODS[m]
+        for S in ([1] if which == "one" else streams_list):
+            bar.set_postfix_str(f"{m} x{S}")
+            calls = calls_for(S, args.steps)
+            xs = _inputs(S, calls, bundle.input_size)
+            capped = False
+            if m != "numba_block" and calls > MIN_CALLS and make(m, xs[:1]) is not None:
+                # calibrate on a few calls (a warm-up too): a slow method gets fewer calls per repeat
+                probe, _ = make(m, xs[:MIN_CALLS])
+                probe()
+                t0 = time.perf_counter()
+                probe()
+                per_call = (time.perf_counter() - t0) / MIN_CALLS
+                fit = max(MIN_CALLS, int(args.max_repeat_s / per_call)) if per_call > 0 else calls
+                if fit < calls:
+                    calls, xs, capped = fit, xs[:fit], True
+            made = make(m, xs)
+            bar.update()
+            if made is None:
+                continue
+            run, _ = made
+            walls, cpus = _time_repeats(run, args.repeats)
+            samples = calls * S
+            wall = [1e6 * w / samples for w in walls]
+            cpu = [1e6 * c / samples for c in cpus]
+            chosen = cpu if args.clock == "cpu" else wall
+            rows[(m, S)] = {
+                "method": m, "label": label, "streams": S,
+                "calls_per_repeat": 1 if m == "numba_block" else calls,
+                "samples_per_call": calls * S if m == "numba_block" else S,
+                "block_T": calls if m == "numba_block" else None,
+                "repeats": args.repeats,
+                "capped_by_time": capped,
+                "us_per_sample": statistics.median(chosen),
+                "us_per_sample_min": min(chosen),
+                "wall_us_per_sample": statistics.median(wall),
+                "cpu_us_per_sample": statistics.median(cpu),
+                "wall_us_per_sample_all": wall,
+                "cpu_us_per_sample_all": cpu,
+                "us_per_call": statistics.median(chosen) * (calls * S if m == "numba_block" else S),
+            }
+    return agreement, ref_key, int(check_x.shape[0]), rows
 
 
 def measure(args) -> dict:
@@ -440,58 +542,17 @@ def measure(args) -> dict:
             return _step_loop(executors["numba"], xs) if "numba" in executors else None
         return _block_loop(executors["numba"], xs) if "numba" in executors else None
 
-    # agreement check: every method from the initial state on the same 64 samples at 1 stream
-    check_x = _inputs(1, 64, bundle.input_size, seed=1)
-    outputs = {}
-    for m in tasks:
-        made = make(m, check_x)
-        if made:
-            run, ys = made
-            run(keep=True)
-            outputs[m] = np.stack(ys)
-    ref_key = "ort_run" if "ort_run" in outputs else next(iter(outputs), None)
-    agreement = {m: float(np.abs(y - outputs[ref_key]).max()) for m, y in outputs.items()} if ref_key else {}
-
-    rows = {}
     threads_before = None
     if torch_impl is not None:
         threads_before = torch_impl.torch.get_num_threads()
         torch_impl.torch.set_num_threads(1)
     try:
-        for m in tasks:
-            label, _, which = METHODS[m]
-            for S in ([1] if which == "one" else streams_list):
-                bar.set_postfix_str(f"{m} x{S}")
-                calls = calls_for(S, args.steps)
-                xs = _inputs(S, calls, bundle.input_size)
-                made = make(m, xs)
-                bar.update()
-                if made is None:
-                    continue
-                run, _ = made
-                walls, cpus = _time_repeats(run, args.repeats)
-                samples = calls * S
-                wall = [1e6 * w / samples for w in walls]
-                cpu = [1e6 * c / samples for c in cpus]
-                chosen = cpu if args.clock == "cpu" else wall
-                rows[(m, S)] = {
-                    "method": m, "label": label, "streams": S,
-                    "calls_per_repeat": 1 if m == "numba_block" else calls,
-                    "samples_per_call": calls * S if m == "numba_block" else S,
-                    "block_T": calls if m == "numba_block" else None,
-                    "repeats": args.repeats,
-                    "us_per_sample": statistics.median(chosen),
-                    "us_per_sample_min": min(chosen),
-                    "wall_us_per_sample": statistics.median(wall),
-                    "cpu_us_per_sample": statistics.median(cpu),
-                    "wall_us_per_sample_all": wall,
-                    "cpu_us_per_sample_all": cpu,
-                    "us_per_call": statistics.median(chosen) * (calls * S if m == "numba_block" else S),
-                }
+        agreement, ref_key, check_steps, rows = _measure_rows(args, bundle, tasks, make, streams_list, notes, bar)
     finally:
         if threads_before is not None:
             torch_impl.torch.set_num_threads(threads_before)
     bar.close()
+
 
     for (m, S), r in rows.items():
         iob = rows.get(("ort_iobinding", S))
@@ -499,6 +560,10 @@ def measure(args) -> dict:
         r["speedup_vs_iobinding"] = _ratio(iob["us_per_sample"], r["us_per_sample"]) if iob else None
 
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    stretch = [r["wall_us_per_sample"] / r["cpu_us_per_sample"] for r in rows.values() if r["cpu_us_per_sample"] > 0]
+    if stretch and statistics.median(stretch) > 1.25:
+        notes.append(f"wall time was {statistics.median(stretch):.2f}x this process's CPU time (median over rows): "
+                     "other jobs share these cores" + ("; --clock cpu leaves that out" if args.clock == "wall" else ""))
     return {
         "bundle": bundle.path,
         "name": meta.get("name"),
@@ -512,13 +577,14 @@ def measure(args) -> dict:
                     "load_average_before": load_before, "load_average_after": load_after,
                     "versions": _versions(torch_impl)},
         "settings": {"steps": args.steps, "repeats": args.repeats, "streams": streams_list,
-                     "engines": engines, "min_calls": MIN_CALLS, "statistic": "median over repeats",
+                     "engines": engines, "min_calls": MIN_CALLS,
+                     "max_repeat_s": args.max_repeat_s, "statistic": "median over repeats",
                      "clock": args.clock,
                      "torch_threads": 1, "ort_threads": 1},
         "sgemm": sgemm,
         "floor_us": floor_us,
         "startup": startup,
-        "agreement_max_abs": {"reference": ref_key, "steps": int(check_x.shape[0]), **agreement},
+        "agreement_max_abs": {"reference": ref_key, "steps": check_steps, **agreement},
         "rows": list(rows.values()),
         "targets": _targets(rows, floor_us),
         "skipped": skipped,
@@ -527,6 +593,7 @@ def measure(args) -> dict:
 
 
 def _versions(torch_impl) -> dict:
+    import numpy as np
     v = {"numpy": np.__version__}
     for mod in ("onnxruntime", "numba"):
         m = sys.modules.get(mod)
@@ -587,7 +654,7 @@ def print_table(res: dict, out=None) -> None:
 
     rows = {(r["method"], r["streams"]): r for r in res["rows"]}
     methods = [k for k in METHODS if any(k == mm for mm, _ in rows)]
-    w = max([len(METHODS[k][0]) for k in methods] + [30])
+    w = max([len(METHODS[k][0]) for k in methods] + [len("speed-up vs ORT IOBinding (same streams)")])
     head = "".join(f"{f'{S:,} str':>11}" for S in streams)
 
     def table(title, value):
@@ -608,6 +675,11 @@ def print_table(res: dict, out=None) -> None:
         if blocks:
             p("(Numba block: T = " + ", ".join(f"{r['block_T']} at {r['streams']:,}" for r in blocks)
               + " samples per call)")
+        capped = [r for r in res["rows"] if r.get("capped_by_time")]
+        if capped:
+            p(f"(calls per repeat cut to fit --max-repeat-s {st['max_repeat_s']:g}: "
+              + ", ".join(f"{METHODS[r['method']][0].split(' (')[0]} at {r['streams']:,}: {r['calls_per_repeat']}"
+                          for r in capped) + ")")
     ag = res["agreement_max_abs"]
     if ag.get("reference"):
         p("")
@@ -623,6 +695,7 @@ def print_table(res: dict, out=None) -> None:
 
 
 def _json_safe(obj):
+    import numpy as np
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):

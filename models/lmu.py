@@ -68,7 +68,7 @@ class LegendreMemory(nn.Module):
         return {"m": self.A_bar.new_zeros(batch, self.channels, self.order)}
 
     def impulse_response(self, T: int):  # (d, T): column k is Ā^k B̄
-        key = (T, self.A_bar.device)
+        key = (T, self.A_bar.device, self.A_bar._version)
         if key not in self._kernels:
             H = matrix_powers(self.A_bar.double(), self.B_bar.double(), T)
             self._kernels = {key: H.T.contiguous()}  # keep only the latest length
@@ -79,7 +79,7 @@ class LegendreMemory(nn.Module):
         H = self.impulse_response(T).to(u.dtype)
         m = causal_fft_conv(u.transpose(1, 2)[:, :, None, :], H)  # (B, channels, d, T)
         m = m.permute(0, 3, 1, 2)
-        if state is not None:  # the carried state decays as Ā^(t+1) m0
+        if state:  # the carried state decays as Ā^(t+1) m0
             A = self.A_bar.double()
             m0 = state["m"].double() @ A.T
             m = m + matrix_powers(A, m0, T).to(u.dtype).transpose(0, 1)

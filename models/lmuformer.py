@@ -73,7 +73,7 @@ class SpikingLMU(nn.Module):
 
     def init_state(self, batch: int) -> dict:
         lifs = {"u": self.encoder_lif, "ms": self.memory_lif, "h": self.hidden_lif}
-        state = {f"{k}.v": lif.init_state(batch, like=self.hidden.weight)["v"] for k, lif in lifs.items()}
+        state = {f"{k}.v": lif.init_state(batch)["v"] for k, lif in lifs.items()}
         return {**state, "m": self.memory.init_state(batch)["m"]}
 
     def _run(self, x, state, lif_method, memory_method):

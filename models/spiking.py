@@ -29,9 +29,10 @@ class LIF(nn.Module):
     def __init__(self, channels: int, tau: float = 2.0, threshold: float = 1.0, alpha: float = 4.0):
         super().__init__()
         self.channels, self.tau, self.threshold, self.alpha = channels, float(tau), float(threshold), alpha
+        self.register_buffer("_like", torch.zeros(0), persistent=False)  # follows .double() / .to(device)
 
-    def init_state(self, batch: int, like=None) -> dict:
-        return {"v": torch.zeros(batch, self.channels) if like is None else like.new_zeros(batch, self.channels)}
+    def init_state(self, batch: int) -> dict:
+        return {"v": self._like.new_zeros(batch, self.channels)}
 
     def step(self, x, state):  # x: (B, C) -> spikes: (B, C)
         h = state["v"] + (x - state["v"]) / self.tau
@@ -39,7 +40,7 @@ class LIF(nn.Module):
         return s, {"v": h * (1 - s.detach())}
 
     def forward(self, x, state=None):  # x: (B, T, C) -> spikes: (B, T, C); sequential over T
-        state = state or self.init_state(x.shape[0], like=x)
+        state = state or self.init_state(x.shape[0])
         spikes = []
         for t in range(x.shape[1]):
             s, state = self.step(x[:, t], state)

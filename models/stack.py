@@ -63,10 +63,11 @@ class Stack(nn.Module):
         return join_state(layer.init_state(batch) for layer in self.layers)
 
     def _run(self, method: str, x, state):
-        state = self.init_state(x.shape[0]) if state is None else state
+        if method == "step" and state is None:
+            state = self.init_state(x.shape[0])
         states = []
-        for i, layer in enumerate(self.layers):
-            x, s = getattr(layer, method)(x, split_state(state, f"{i}."))
+        for i, layer in enumerate(self.layers):  # a layer given None starts from its initial state
+            x, s = getattr(layer, method)(x, None if state is None else split_state(state, f"{i}."))
             states.append(s)
         return x, join_state(states)
 

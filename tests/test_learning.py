@@ -63,7 +63,8 @@ def delay_loss(model, x, y):
 
 
 DELAY_MODELS = {
-    # name: (builder, lr, epochs, threshold); achieved NRMSE in the comments
+    # name: (builder, lr, epochs of 50 batches of 32 x 200 samples, NRMSE threshold). Achieved with seed 0
+    # (model seeds 1-3 in brackets): LMU 0.020 (0.020-0.029), S4D 0.089 (0.088-0.112), LSTM 0.153 (0.141-0.147)
     "LMU": (lambda: Stack(LMU(1, 32, order=32, theta=60.0), Pointwise(nn.Linear(32, 1))), 1e-2, 6, 0.05),
     "S4D": (lambda: Stack(Pointwise(nn.Linear(1, 16)), S4D(16, state_size=32, dt_min=0.01, dt_max=0.1),
                           Pointwise(nn.Linear(16, 1))), 1e-2, 6, 0.15),
@@ -129,7 +130,9 @@ def accuracy(logits, y):
 
 
 CLASSIFIERS = {
-    # name: (builder, lr, batch, epochs, threshold); achieved accuracy in the comments
+    # name: (builder, lr, batch, epochs of 40 batches, accuracy threshold). Achieved with seed 0 (model seeds
+    # 1-3 in brackets): LMUFormer 0.992 (0.984-0.992), SpikingLMUFormer 0.955 (0.922-0.959). The spiking
+    # model is the slow one: its LIF neurons loop over T in Python, hence T = 32 and one embedding layer.
     "LMUFormer": (lambda: LMUFormer(1, 16, ClassifierHead(16, K), depth=1, order=16, theta=32.0,
                                     embed_layers=2, mlp_ratio=2), 3e-3, 32, 6, 0.9),
     "SpikingLMUFormer": (lambda: SpikingLMUFormer(1, 16, ClassifierHead(16, K), depth=1, order=16, theta=32.0,

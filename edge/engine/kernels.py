@@ -1,51 +1,62 @@
 """Numba kernels of the step-program interpreter (see docs/bundle.md, "The step program").
 
-Everything here is small, free of I/O, and compiled with ``@njit(cache=True, error_model="numpy")``. The Python side
-(:mod:`edge.engine.numba_engine`) lowers a program to *micro-ops* encoded as int64 records and
-lays every per-stream vector (registers, temporaries, state) out as rows of one float32
-workspace ``ws``. :func:`run` then loops group-of-streams -> t -> micro-op inside one compiled
-call; a step is the same call with T = 1.
+Everything here is small and free of I/O. The kernels are ``@njit(cache=True,
+error_model="numpy")`` (numpy's error model: a float division is a plain IEEE division, with no
+zero check, which would stop LLVM from vectorising any loop that divides). The Python side
+(:mod:`edge.engine.numba_engine`) lowers a program to *micro-ops* encoded as int64 records
+(int64 throughout: int32 index arithmetic also stops LLVM from vectorising) and lays every
+per-stream vector (registers, temporaries, state) out as rows of one float32 workspace ``ws``.
+:func:`run` then loops group-of-streams -> t -> micro-op inside one compiled call; a step is
+the same call with T = 1.
 
 Workspace layout
 ----------------
 A "row" is one float of one per-stream vector. Two layouts, picked per group of streams:
 
-* per-stream (``L = 1``): row r of the vector lives at ``ws[r]``; streams are run one after
-  another. Matrix-vector kernels vectorise over the output features (``*_1`` kernels).
+* per stream (``L = 1``): row r at ``ws[r]``; streams run one after another. Matrix-vector
+  products vectorise over the output features (:func:`matvec_1`).
 * chunk (``L`` = 16 ... ``prog[H_LANES]``, a power of two): L streams side by side, row r of
-  lane l at ``ws[r*L + l]``. The
-  kernels (``*_c``) loop weight-stationary and vectorise over the lanes, so each weight is
-  read once per chunk instead of once per stream.
+  lane l at ``ws[r*L + l]``. Kernels vectorise over the lanes and matrix-vector products are
+  weight-stationary (:func:`matvec_c`): each weight is read once per chunk, not per stream.
+  State, inputs and outputs are transposed in and out in 16-lane tiles.
+
+Kernels index *views* with the bare loop variable: numba's negative-index wrap-around on a
+computed index (``ws[a + k]``) also stops LLVM from vectorising.
 
 Both layouts do the same float operations on every element in the same order (a sequential
-FMA chain over the inputs of a matrix-vector product, the same activation code), so a stream
-gives bit-identical results alone or inside a batch, and step-by-step or as a block.
+FMA chain over the inputs of a matrix-vector product, the same activation code, the same
+partial sums), so a stream gives bit-identical results alone or inside a batch of any size,
+and step by step or as a block.
 
 Weights live in one flat float32 array ``wts``; matrices are stored transposed (``WT[i, o]``,
 input-major) so the per-stream kernels read contiguous rows.
 
 Precision
 ---------
-Accumulation is float32 (float64 for the ``l2norm`` sum of squares). The arithmetic kernels use
-``fastmath={'contract', 'nsz'}`` only: FMA contraction and signed-zero freedom, *no*
-reassociation, so results are deterministic and do not depend on vector width.
+Accumulation is float32 (float64 for the ``l2norm`` sum of squares). The matrix kernels and the
+activation approximations use ``fastmath={'contract', 'nsz'}`` only: FMA contraction and
+signed-zero freedom, *no* reassociation (results do not depend on vector width or batch).
+Kernels where a sum has two products (``f·c + i·g``, complex products), and ``affine``, ``add``,
+``lif``, ``running_mean``, ``l2norm`` have no fastmath flag at all: each operation rounds like the
+ONNX/torch element-wise ops (mul, then add; ``h = v + (x - v) / tau`` with a true division).
 
 Transcendentals: numba has no vector libm here (no SVML), so ``math.tanh``/``exp``/``erf`` are
 scalar calls (~3-11 ns each). The fast forms below are branch-free rational approximations that
-LLVM vectorises. Measured over a dense float32 grid against float64 references (see
-``tests/test_numba_engine.py::test_approximation_bounds``):
+LLVM vectorises (~0.4 ns per element). Max error, float32 evaluation over a dense grid of
+[-12, 12] against float64 (``tests/test_numba_engine.py::test_approximation_bounds`` checks
+5e-7 / 3e-7 / 5e-7):
 
-* ``tanh_a``: Eigen's [13/6] minimax rational on |x| <= 7.9053, clamped outside;
-  max abs error <= 5e-7 (float64 evaluation of the formula: 2.3e-7).
-* ``sigmoid_a(x) = 0.5 + 0.5*tanh_a(x/2)``: max abs error <= 3e-7.
-* ``gelu_a(x) = 0.5*x*(1 + erf_a(x/sqrt 2))`` with Eigen's [13/8] rational erf on |z| <= 4;
-  max abs error <= 5e-7 * max(1, |x|).
+* ``tanh_a``: Eigen's [13/6] minimax rational on |x| <= 7.9053, clamped outside: 2.6e-7 absolute
+  (relative 2.5e-7 for |x| < 1; tanh keeps its sign and slope near 0).
+* ``sigmoid_a(x) = 0.5 + 0.5*tanh_a(x/2)``: 1.6e-7 absolute (not relative: tiny values of
+  sigmoid(x) for x << 0 come out as ~1e-8 absolute noise or 0).
+* ``gelu_a(x) = 0.5*x*(1 + erf_a(x/sqrt 2))``, Eigen's [13/8] rational erf on |z| <= 4:
+  2.6e-7 * max(1, |x|) (float32 libm erf: 4.5e-7 absolute).
 
-The ``*_x`` forms are the exact libm calls; the engine uses them for every op whose output can
-reach a LIF input (so spike decisions never see an approximation) and when built with
-``fast_math=False``. ``affine``, ``add``, ``lif`` and ``running_mean`` are compiled without any
-fastmath flag so they round exactly like the ONNX/torch element-wise ops (mul, then add;
-``h = v + (x - v) / tau`` with a true division).
+For comparison the float32 libm forms (``*_x``) are within 1e-7 (tanh, sigmoid). Over 10,000
+steps of an LSTM+GRU or an LMU+S4D stack the engine stays within 1e-4 * max(1, |y|) of float32
+torch (tests). The ``*_x`` forms are used for every op whose output can reach a LIF input (so
+spike decisions never see an approximation) and everywhere with ``fast_math=False``.
 """
 from __future__ import annotations
 
@@ -62,7 +73,7 @@ MIN_LANES = 16               # narrower groups run one stream at a time
 # ---- program encoding ---------------------------------------------------------------------
 # header (int64 words at the start of the program array; int64 throughout: int32 index
 # arithmetic stops LLVM from vectorising the kernels)
-H_NOPS, H_ROWS, H_SBASE, H_SSIZE, H_XROW, H_C, H_YROW, H_O, H_PERM, H_OPS, H_WS0, H_LANES = range(12)
+H_NOPS, H_ROWS, H_SBASE, H_SSIZE, H_XROW, H_C, H_YROW, H_O, H_OPS, H_WS0, H_LANES = range(11)
 HEADER = 16
 REC = 12                      # int64 words per micro-op record: opcode + up to 11 fields
 
@@ -77,7 +88,7 @@ OP_L2NORM = 8    # in, out, n
 OP_LMUMEM = 9    # u, m, out, ch, d, A (AT [d,d]), B [d]         out = m·Aᵀ + u⊗b (m untouched)
 OP_LSTM = 10     # gates [4H], c, h, out, H, exact               gates already hold W[x;h] + b
 OP_GRU = 11      # gi [3H], gh [3H], h, out, H, exact            gi = W_ih x + b_ih, gh = W_hh h + b_hh
-OP_S4D = 12      # u, xr, xi, out, H, N, par (6 x [N,H]: ar ai br bi cr ci), d, exact
+OP_S4D = 12      # u, xr, xi, out, H, N, par (6 x [H,N]: ar ai br bi cr ci), d, exact, tmp
 OP_LIF = 13      # in, v, out, n, tau [n], thr [n]
 OP_RMEAN = 14    # in, sum, count, out, n
 
@@ -248,6 +259,13 @@ def copy_rows(ws, dst, src, n):
 def scopy_rows(ws, dst, src, nblk, blen, dstride, sstride):
     """nblk blocks of blen floats: block b goes from src + b*sstride to dst + b*dstride.
     Blocks are copied in increasing order (a forward shift within one region is safe)."""
+    if blen < 16:  # conv taps: a few floats per block, not worth a view each
+        for b in range(nblk):
+            d0 = dst + b * dstride
+            s0 = src + b * sstride
+            for k in range(blen):
+                ws[d0 + k] = ws[s0 + k]
+        return
     for b in range(nblk):
         d0 = dst + b * dstride
         s0 = src + b * sstride
@@ -269,6 +287,14 @@ def add_rows(ws, a, b, out, n):
 @njit(cache=True, error_model="numpy")
 def affine_rows(ws, wts, src, dst, n, L, scale, shift):
     """out = in·scale + shift, rounded after the product and after the sum (no FMA)."""
+    if L == 1:
+        X1 = ws[src:src + n]
+        Y1 = ws[dst:dst + n]
+        SC = wts[scale:scale + n]
+        SH = wts[shift:shift + n]
+        for k in range(n):
+            Y1[k] = X1[k] * SC[k] + SH[k]
+        return
     X = ws[src * L:(src + n) * L].reshape((n, L))
     Y = ws[dst * L:(dst + n) * L].reshape((n, L))
     for r in range(n):
@@ -282,6 +308,19 @@ def affine_rows(ws, wts, src, dst, n, L, scale, shift):
 def lif_rows(ws, wts, src, v, dst, n, L, tau, thr):
     """h = v + (x − v)/τ (a true division); s = h ≥ θ; v = h·(1 − s); out = s. No fastmath:
     every spike decision is made on exactly rounded float32 values."""
+    if L == 1:
+        X1 = ws[src:src + n]
+        V1 = ws[v:v + n]
+        Y1 = ws[dst:dst + n]
+        TAU = wts[tau:tau + n]
+        THR = wts[thr:thr + n]
+        for k in range(n):
+            vv = V1[k]
+            h = vv + (X1[k] - vv) / TAU[k]
+            s = h >= THR[k]
+            V1[k] = _ZERO if s else h
+            Y1[k] = _ONE if s else _ZERO
+        return
     X = ws[src * L:(src + n) * L].reshape((n, L))
     V = ws[v * L:(v + n) * L].reshape((n, L))
     Y = ws[dst * L:(dst + n) * L].reshape((n, L))
@@ -299,6 +338,17 @@ def lif_rows(ws, wts, src, v, dst, n, L, tau, thr):
 @njit(cache=True, error_model="numpy")
 def rmean_rows(ws, src, sm, cnt, dst, n, L):
     """sum += in; count += 1; out = sum / count."""
+    if L == 1:
+        X1 = ws[src:src + n]
+        SM1 = ws[sm:sm + n]
+        Y1 = ws[dst:dst + n]
+        c = ws[cnt] + _ONE
+        ws[cnt] = c
+        for k in range(n):
+            v = SM1[k] + X1[k]
+            SM1[k] = v
+            Y1[k] = v / c
+        return
     X = ws[src * L:(src + n) * L].reshape((n, L))
     SM = ws[sm * L:(sm + n) * L].reshape((n, L))
     Y = ws[dst * L:(dst + n) * L].reshape((n, L))
@@ -511,6 +561,13 @@ def matvec_c(ws, wts, xin, out, I, O, w, b, L):
 @njit(fastmath=FM, cache=True, error_model="numpy")
 def outer_add(ws, wts, out, u, d, B, L):
     """Y[i, l] += b[i]·u[l] for the d rows of one LMU channel (the u⊗b term)."""
+    if L == 1:
+        Y1 = ws[out:out + d]
+        Bv = wts[B:B + d]
+        uc = ws[u]
+        for i in range(d):
+            Y1[i] = Y1[i] + Bv[i] * uc
+        return
     Y = ws[out * L:(out + d) * L].reshape((d, L))
     U = ws[u * L:(u + 1) * L]
     for i in range(d):
@@ -532,63 +589,91 @@ def lmumem(ws, wts, u, m, out, ch, d, A, B, L):
 
 
 @njit(cache=True, error_model="numpy")
-def s4d_rows(ws, wts, u, xr, xi, out, H, N, par, dd, L, exact):
-    """State and parameters in [N, H] (mode-major) order: the loops over channels and lanes
-    vectorise and the sum over modes is a sequential chain per channel. No fastmath: the
-    complex products have two terms each, exactly rounded like the torch/ONNX ops."""
-    HL = H * L
-    U = ws[u * L:(u + H) * L]
-    XR = ws[xr * L:(xr + N * H) * L].reshape((N, HL))
-    XI = ws[xi * L:(xi + N * H) * L].reshape((N, HL))
-    Y = ws[out * L:(out + H) * L]
+def s4d_rows(ws, wts, u, xr, xi, out, H, N, par, dd, tmp, L, exact):
+    """S4D step on states in their own [H, N] order (plain copies in and out of the workspace).
+    The readout Σ_n is four interleaved partial sums (n mod 4, each in increasing n) combined as
+    (p0 + p1) + (p2 + p3), the same order per stream (L = 1: the mode update vectorises over n)
+    and per lane (chunks: it vectorises over the lanes). No fastmath: the complex products have
+    two terms each, rounded like the torch/ONNX element-wise ops."""
     HN = H * N
-    AR = wts[par:par + HN].reshape((N, H))
-    AI = wts[par + HN:par + 2 * HN].reshape((N, H))
-    BR = wts[par + 2 * HN:par + 3 * HN].reshape((N, H))
-    BI = wts[par + 3 * HN:par + 4 * HN].reshape((N, H))
-    CR = wts[par + 4 * HN:par + 5 * HN].reshape((N, H))
-    CI = wts[par + 5 * HN:par + 6 * HN].reshape((N, H))
+    AR = wts[par:par + HN].reshape((H, N))
+    AI = wts[par + HN:par + 2 * HN].reshape((H, N))
+    BR = wts[par + 2 * HN:par + 3 * HN].reshape((H, N))
+    BI = wts[par + 3 * HN:par + 4 * HN].reshape((H, N))
+    CR = wts[par + 4 * HN:par + 5 * HN].reshape((H, N))
+    CI = wts[par + 5 * HN:par + 6 * HN].reshape((H, N))
     D = wts[dd:dd + H]
-    for k in range(HL):
-        Y[k] = _ZERO
+    U = ws[u * L:(u + H) * L].reshape((H, L))
+    Y = ws[out * L:(out + H) * L].reshape((H, L))
     if L == 1:
-        for n in range(N):
-            xr_n = XR[n]
-            xi_n = XI[n]
-            ar, ai, br, bi, cr, ci = AR[n], AI[n], BR[n], BI[n], CR[n], CI[n]
-            for h in range(H):
-                uu = U[h]
-                r = xr_n[h]
-                im = xi_n[h]
-                nr = ar[h] * r - ai[h] * im + br[h] * uu
-                ni = ar[h] * im + ai[h] * r + bi[h] * uu
-                xr_n[h] = nr
-                xi_n[h] = ni
-                Y[h] = Y[h] + (cr[h] * nr - ci[h] * ni)
+        XR = ws[xr:xr + HN].reshape((H, N))
+        XI = ws[xi:xi + HN].reshape((H, N))
+        TT = ws[tmp:tmp + N]
+        for h in range(H):
+            uu = U[h, 0]
+            xr_h, xi_h = XR[h], XI[h]
+            ar, ai, br, bi, cr, ci = AR[h], AI[h], BR[h], BI[h], CR[h], CI[h]
+            for n in range(N):
+                r = xr_h[n]
+                im = xi_h[n]
+                nr = ar[n] * r - ai[n] * im + br[n] * uu
+                ni = ar[n] * im + ai[n] * r + bi[n] * uu
+                xr_h[n] = nr
+                xi_h[n] = ni
+                TT[n] = cr[n] * nr - ci[n] * ni
+            p0 = _ZERO
+            p1 = _ZERO
+            p2 = _ZERO
+            p3 = _ZERO
+            n = 0
+            while n + 4 <= N:
+                p0 = p0 + TT[n]
+                p1 = p1 + TT[n + 1]
+                p2 = p2 + TT[n + 2]
+                p3 = p3 + TT[n + 3]
+                n += 4
+            if n < N:
+                p0 = p0 + TT[n]
+            if n + 1 < N:
+                p1 = p1 + TT[n + 1]
+            if n + 2 < N:
+                p2 = p2 + TT[n + 2]
+            Y[h, 0] = (p0 + p1) + (p2 + p3)
     else:
-        XR3 = XR.reshape((N, H, L))
-        XI3 = XI.reshape((N, H, L))
-        U2 = U.reshape((H, L))
-        Y2 = Y.reshape((H, L))
-        for n in range(N):
-            for h in range(H):
-                ar, ai, br, bi, cr, ci = AR[n, h], AI[n, h], BR[n, h], BI[n, h], CR[n, h], CI[n, h]
+        XR3 = ws[xr * L:(xr + HN) * L].reshape((H, N, L))
+        XI3 = ws[xi * L:(xi + HN) * L].reshape((H, N, L))
+        P = ws[tmp * L:(tmp + 4) * L].reshape((4, L))
+        for h in range(H):
+            Uh = U[h]
+            for k in range(4):
+                Pk = P[k]
                 for l in range(L):
-                    uu = U2[h, l]
-                    r = XR3[n, h, l]
-                    im = XI3[n, h, l]
+                    Pk[l] = _ZERO
+            for n in range(N):
+                ar, ai, br, bi, cr, ci = AR[h, n], AI[h, n], BR[h, n], BI[h, n], CR[h, n], CI[h, n]
+                Xr = XR3[h, n]
+                Xi = XI3[h, n]
+                Pk = P[n % 4]
+                for l in range(L):
+                    uu = Uh[l]
+                    r = Xr[l]
+                    im = Xi[l]
                     nr = ar * r - ai * im + br * uu
                     ni = ar * im + ai * r + bi * uu
-                    XR3[n, h, l] = nr
-                    XI3[n, h, l] = ni
-                    Y2[h, l] = Y2[h, l] + (cr * nr - ci * ni)
+                    Xr[l] = nr
+                    Xi[l] = ni
+                    Pk[l] = Pk[l] + (cr * nr - ci * ni)
+            Yh = Y[h]
+            P0, P1, P2, P3 = P[0], P[1], P[2], P[3]
+            for l in range(L):
+                Yh[l] = (P0[l] + P1[l]) + (P2[l] + P3[l])
     for h in range(H):
         dh = D[h]
-        Yh = Y[h * L:(h + 1) * L]
-        Uh = U[h * L:(h + 1) * L]
+        Yh = Y[h]
+        Uh = U[h]
         for l in range(L):
             Yh[l] = _TWO * Yh[l] + dh * Uh[l]
-    act_inplace(ws, out * L, HL, ACT_GELU_X if exact else ACT_GELU)
+    act_inplace(ws, out * L, H * L, ACT_GELU_X if exact else ACT_GELU)
 
 
 # ---- the interpreter --------------------------------------------------------------------------
@@ -634,7 +719,7 @@ def exec_ops(prog, wts, ws, L):
             gru_cell(ws, a1 * L, a2 * L, a3 * L, a4 * L, a5 * L, a6)
             copy_rows(ws, a3 * L, a4 * L, a5 * L)
         elif code == OP_S4D:
-            s4d_rows(ws, wts, a1, a2, a3, a4, a5, a6, a7, prog[p + 8], L, prog[p + 9])
+            s4d_rows(ws, wts, a1, a2, a3, a4, a5, a6, a7, prog[p + 8], prog[p + 10], L, prog[p + 9])
         elif code == OP_GLU:
             glu_rows(ws, a1 * L, a2 * L, a3 * L, a4)
         elif code == OP_L2NORM:
@@ -647,40 +732,38 @@ def exec_ops(prog, wts, ws, L):
 
 
 @njit(cache=True, error_model="numpy")
-def to_lanes(W, src, perm):
-    """W[r, l] = src[l, perm[r]] (perm None: r); W is [R, L], src is [L, *]. Tiles of 16 lanes
-    keep both sides in cache lines (a plain double loop is ~2.5x slower)."""
+def to_lanes(W, src):
+    """W[r, l] = src[l, r]: W is [R, L] (rows x lanes), src is [L, R] (one row per stream).
+    Tiles of 16 lanes keep both sides in cache lines (a plain double loop is ~2.5x slower)."""
     R, L = W.shape
     if L == 1:
         s0 = src[0]
         for r in range(R):
-            W[r, 0] = s0[perm[r] if perm is not None else r]
+            W[r, 0] = s0[r]
         return
     for l0 in range(0, L, 16):
         S16 = src[l0:l0 + 16]
         for r in range(R):
-            c = perm[r] if perm is not None else r
             Wr = W[r, l0:l0 + 16]
             for b in range(16):
-                Wr[b] = S16[b, c]
+                Wr[b] = S16[b, r]
 
 
 @njit(cache=True, error_model="numpy")
-def from_lanes(W, dst, perm):
-    """dst[l, perm[r]] = W[r, l]: the inverse of to_lanes."""
+def from_lanes(W, dst):
+    """dst[l, r] = W[r, l]: the inverse of to_lanes."""
     R, L = W.shape
     if L == 1:
         d0 = dst[0]
         for r in range(R):
-            d0[perm[r] if perm is not None else r] = W[r, 0]
+            d0[r] = W[r, 0]
         return
     for l0 in range(0, L, 16):
         D16 = dst[l0:l0 + 16]
         for r in range(R):
-            c = perm[r] if perm is not None else r
             Wr = W[r, l0:l0 + 16]
             for b in range(16):
-                D16[b, c] = Wr[b]
+                D16[b, r] = Wr[b]
 
 
 def run(prog, buf, state, x, y, T):
@@ -713,7 +796,6 @@ def run(prog, buf, state, x, y, T):
     YR = prog[H_YROW]
     SB = prog[H_SBASE]
     SS = prog[H_SSIZE]
-    perm = prog[prog[H_PERM]:prog[H_PERM] + SS]
     s0 = 0
     while s0 < S:
         rest = S - s0
@@ -723,14 +805,14 @@ def run(prog, buf, state, x, y, T):
         if L > rest:
             L = 1
         Sw = ws[SB * L:(SB + SS) * L].reshape((SS, L))
-        to_lanes(Sw, state[s0:s0 + L], perm)
+        to_lanes(Sw, state[s0:s0 + L])
         Xw = ws[XR * L:(XR + C) * L].reshape((C, L))
         Yw = ws[YR * L:(YR + O) * L].reshape((O, L))
         for t in range(T):
-            to_lanes(Xw, x[t * S + s0:t * S + s0 + L], None)
+            to_lanes(Xw, x[t * S + s0:t * S + s0 + L])
             exec_ops(prog, wts, ws, L)  # one call site: LLVM inlines the interpreter once
-            from_lanes(Yw, y[t * S + s0:t * S + s0 + L], None)
-        from_lanes(Sw, state[s0:s0 + L], perm)
+            from_lanes(Yw, y[t * S + s0:t * S + s0 + L])
+        from_lanes(Sw, state[s0:s0 + L])
         s0 += L
     return 0
 

@@ -91,7 +91,7 @@ class _Builder:
             raise ProgramError(f"program.output {program['output']!r} is not a register")
         self.output = program["output"]
 
-        # state: one region, in state_spec order; perm maps internal rows to external offsets
+        # state: one region of rows, in state_spec order, each entry C-order flattened
         self.state_layout = []
         self.state_info = {}
         off = 0
@@ -108,8 +108,7 @@ class _Builder:
             off += n
         self.state_size = off
         self.state_base = self._alloc(self.state_size)
-        self.perm = np.arange(self.state_size, dtype=np.int64)
-        self._state_used: dict[str, int] = {}
+        self._state_used: dict[str, str] = {}  # state name -> the op that uses it
 
         self._check_dataflow(ops)
         self.exact_ops = self._exact_ops(ops)
@@ -127,7 +126,8 @@ class _Builder:
         nothing (an LMU's [m; x] costs no copy). Everything else gets its own aligned rows."""
         writers: dict = {}
         for i, op in enumerate(ops):
-            writers.setdefault(op.get("out"), []).append(i)
+            if isinstance(op.get("out"), str):
+                writers.setdefault(op["out"], []).append(i)
         parent: dict = {}   # register -> (concat output register, row offset inside it)
         for i, op in enumerate(ops):
             ins, dst = op.get("ins"), op.get("out")
@@ -287,7 +287,8 @@ class _Builder:
             for n in self._inputs(op):
                 if isinstance(n, str) and n in self.reg_len and n not in written:
                     raise ProgramError(f"op {i} ({op['op']}): reads register {n!r} before any op writes it")
-            written.add(op.get("out"))
+            if isinstance(op.get("out"), str):
+                written.add(op["out"])
         if self.output not in written:
             raise ProgramError(f"program.output {self.output!r} is never written")
 
@@ -298,7 +299,7 @@ class _Builder:
 
         ins = self._inputs
 
-        critical = {op.get("in") for op in ops if op["op"] == "lif"}
+        critical = {op.get("in") for op in ops if op["op"] == "lif" and isinstance(op.get("in"), str)}
         exact: set[int] = set()
         changed = True
         while changed:
@@ -307,7 +308,7 @@ class _Builder:
                 op = ops[i]
                 if op["op"] != "lif" and op.get("out") in critical and i not in exact:
                     exact.add(i)
-                    critical.update(n for n in ins(op) if n is not None)
+                    critical.update(n for n in ins(op) if isinstance(n, str))
                     changed = True
         return exact
 
@@ -486,16 +487,12 @@ class _Builder:
         parts = [ar] + [self._weight(op, k, (H, N)) for k in ("ai", "br", "bi", "cr", "ci")]
         dvec = self._weight(op, "d", (H,))
         dst = self._reg(op, "out", H)
-        xr_name, xr = self._state(op, "state_xr", H * N)
-        xi_name, xi = self._state(op, "state_xi", H * N)
-        # internal [N, H] order: internal row n*H + h holds external element h*N + n
-        idx = (np.arange(H)[None, :] * N + np.arange(N)[:, None]).ravel().astype(np.int64)
-        for name, base in ((xr_name, xr), (xi_name, xi)):
-            ext = self.state_info[name][0]
-            self.perm[base - self.state_base: base - self.state_base + H * N] = ext + idx
-        par = self._put(np.concatenate([p.T.ravel() for p in parts]))
+        _, xr = self._state(op, "state_xr", H * N)
+        _, xi = self._state(op, "state_xi", H * N)
+        par = self._put(np.concatenate([p.ravel() for p in parts]))
         row, temp = self._out_row(dst, [src])
-        self._emit(K.OP_S4D, self.reg_row[src], xr, xi, row, H, N, par, self._put(dvec), int(exact))
+        self._emit(K.OP_S4D, self.reg_row[src], xr, xi, row, H, N, par, self._put(dvec), int(exact),
+                   self._alloc(max(N, 4)))
         self._finish(dst, row, temp)
 
     def _op_lif(self, op, exact):
@@ -546,8 +543,7 @@ class _Builder:
     # ---- packing ----------------------------------------------------------------------------
     def pack(self):
         head = np.zeros(K.HEADER, np.int64)
-        perm_off = K.HEADER
-        ops_off = perm_off + self.state_size
+        ops_off = K.HEADER
         head[K.H_NOPS] = len(self.records)
         head[K.H_ROWS] = self.rows
         head[K.H_SBASE] = self.state_base
@@ -556,12 +552,11 @@ class _Builder:
         head[K.H_C] = self.reg_len["x"]
         head[K.H_YROW] = self.reg_row[self.output]
         head[K.H_O] = self.reg_len[self.output]
-        head[K.H_PERM] = perm_off
         head[K.H_OPS] = ops_off
         wts = np.concatenate(self.wchunks) if self.wchunks else np.zeros(_ALIGN, np.float32)
         head[K.H_WS0] = wts.size  # a multiple of _ALIGN: the workspace follows the weights
         recs = np.asarray(self.records, np.int64).reshape(-1) if self.records else np.zeros(0, np.int64)
-        prog = np.concatenate([head, self.perm.astype(np.int64), recs]).astype(np.int64)
+        prog = np.concatenate([head, recs]).astype(np.int64)
         # lanes per chunk: as wide as MAX_LANES while the workspace stays within WORKSPACE_BYTES
         lanes = K.MAX_LANES
         while lanes > K.MIN_LANES and max(self.rows, 1) * lanes * 4 > WORKSPACE_BYTES:
