@@ -18,8 +18,12 @@ engine by default: the Numba kernels are compiled with `cache=True`, so the firs
 JIT compile (a cache miss) and the next one loads the cache; the table says which happened.
 
 The FLOP floor is the step's FLOPs (`edge.cost.step_cost`) divided by the single-core float32 GEMM
-peak measured with numpy in a child process pinned to one BLAS thread. Nothing here imports torch
-unless the torch row is measured.
+peak measured with numpy (best of several 1024³ and 2048³ products, by CPU time, so that other jobs on
+shared cores do not lower it) in a child process pinned to one BLAS thread.
+
+Times are wall-clock by default; `--clock cpu` uses this process's CPU time instead (both are
+reported), the better estimate of the cost on an idle core when other jobs share the machine.
+Nothing here imports numpy before a measurement starts, nor torch unless the torch row is measured.
 """
 from __future__ import annotations
 
@@ -630,7 +634,7 @@ def print_table(res: dict, out=None) -> None:
     p(f"machine   {m['processor']}, {m['cpus']} CPUs, load average {la(m['load_average_before'])} -> "
       f"{la(m['load_average_after'])}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     s = res["sgemm"]
-    p(f"floor     {res['flops_per_step']:,} FLOP/step / {s['gflops']:.1f} GFLOP/s (numpy sgemm, 1 thread"
+    p(f"floor     {res['flops_per_step']:,} FLOP/step / {s['gflops']:.1f} GFLOP/s (numpy sgemm, 1 thread, best by CPU time"
       f"{', ' + s['blas'] if s.get('blas') else ''}) = {res['floor_us']:.3g} µs per stream-sample")
     st = res["settings"]
     p(f"settings  {st['steps']} calls per repeat at 1 stream (at S streams max({st['min_calls']}, steps/S)), "
