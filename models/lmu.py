@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .activations import activation as activation_fn
+from .stack import unroll
 
 
 def legendre_delay(order: int, theta: float):
@@ -140,12 +141,7 @@ class RecurrentLMU(nn.Module):
         return {"m": m, "h": m.new_zeros(batch, self.hidden_size)}
 
     def forward(self, x, state=None):  # x: (B, T, C) -> y: (B, T, H)
-        state = state or self.init_state(x.shape[0])
-        ys = []
-        for t in range(x.shape[1]):
-            y, state = self.step(x[:, t], state)
-            ys.append(y)
-        return torch.stack(ys, 1), state
+        return unroll(self, x, state)
 
     def step(self, x, state):  # x: (B, C) -> y: (B, H)
         h, m = state["h"], state["m"]

@@ -10,6 +10,8 @@ Heaviside, so the membrane potentials V are the whole state.
 import torch
 from torch import nn
 
+from .stack import unroll
+
 
 class SpikeFunction(torch.autograd.Function):
     @staticmethod
@@ -40,9 +42,4 @@ class LIF(nn.Module):
         return s, {"v": h * (1 - s.detach())}
 
     def forward(self, x, state=None):  # x: (B, T, C) -> spikes: (B, T, C); sequential over T
-        state = state or self.init_state(x.shape[0])
-        spikes = []
-        for t in range(x.shape[1]):
-            s, state = self.step(x[:, t], state)
-            spikes.append(s)
-        return torch.stack(spikes, 1), state
+        return unroll(self, x, state)

@@ -80,7 +80,7 @@ class Stack(nn.Module):
 
 def unroll(layer, x, state=None):
     """Run `layer.step` over T (the streaming face): x (B, T, C) -> (B, T, O)."""
-    state = layer.init_state(x.shape[0]) if state is None else state
+    state = state or layer.init_state(x.shape[0])
     ys = []
     for t in range(x.shape[1]):
         y, state = layer.step(x[:, t], state)
