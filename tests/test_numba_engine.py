@@ -426,6 +426,7 @@ def test_streams_in_one_call_equal_each_stream_alone(kind):
     T, S = 6, sum(widths) + 3
     x = rng.standard_normal((T, S, ex.input_size)).astype(np.float32)
     st = fix_counts(ex, random_state(ex, S, rng, scale=0.2))
+    st_steps = st.copy()
     alone_y, alone_st = [], []
     for s in range(S):
         one = st[s:s + 1].copy()
@@ -434,6 +435,9 @@ def test_streams_in_one_call_equal_each_stream_alone(kind):
     y = ex.block(x, st)
     assert np.array_equal(y, np.stack(alone_y, 1))
     assert np.array_equal(st, np.stack(alone_st))
+    for t in range(T):  # and one call per sample for the whole batch
+        assert np.array_equal(ex.step(x[t], st_steps), y[t])
+    assert np.array_equal(st_steps, st)
 
 
 def test_concat_inputs_are_placed_in_place():
@@ -621,6 +625,18 @@ def test_bad_call_arguments():
     assert np.array_equal(y1, y2) and np.array_equal(st_a, st_b)
     y3 = ex.step(xs.tolist(), st_a)
     assert y3.shape == (2, 10)
+    ro = np.zeros((3, 2, 6), np.float32)
+    ro.flags.writeable = False  # a read-only block (np.frombuffer, a memory map) is copied, not refused
+    assert ex.block(ro, st_a).shape == (3, 2, 10)
+    ro2 = np.zeros((2, 6), np.float32)
+    ro2.flags.writeable = False
+    assert ex.step(ro2, st_a).shape == (2, 10)
+    with pytest.raises(ValueError, match="out has shape"):
+        ex.step(np.zeros((2, 6), np.float32), st_a, out=np.empty((3, 10), np.float32))
+    with pytest.raises(TypeError, match="out"):
+        ex.block(np.zeros((3, 2, 6), np.float32), st_a, out=np.empty((3, 2, 10), np.float64))
+    with pytest.raises(ValueError, match="x must be"):
+        ex.step(np.zeros(6, np.float32), st_a)
 
 
 def test_outputs_are_reused_per_shape_and_out_argument():

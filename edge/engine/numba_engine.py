@@ -654,7 +654,7 @@ class NumbaExecutor:
             code = self._run(self._prog, self._buf, state, x, out, 1)
         except (TypeError, AttributeError, IndexError):
             x = self._normalise(x, state, out, 2, "step")
-            if out is None or out.shape[0] != x.shape[0]:
+            if out is None:
                 out = np.empty((x.shape[0], self.output_size), np.float32)
             if out.ndim != 2:
                 raise ValueError(f"step: out must be [streams, {self.output_size}], got shape {out.shape}")
@@ -679,15 +679,17 @@ class NumbaExecutor:
                 pair = self._y_block[(T, S)] = (y3, y3.reshape(T * S, self.output_size))
             out, y2 = pair
         else:
-            if not isinstance(out, np.ndarray) or out.shape != (T, S, self.output_size):
-                raise ValueError(f"block: out must have shape {(T, S, self.output_size)}, got "
-                                 f"{getattr(out, 'shape', type(out).__name__)}")
+            if not isinstance(out, np.ndarray) or out.dtype != _F32 or not out.flags.c_contiguous \
+                    or not out.flags.writeable:
+                raise TypeError("block: out must be a writeable C-contiguous float32 array")
+            if out.shape != (T, S, self.output_size):
+                raise ValueError(f"block: out must have shape {(T, S, self.output_size)}, got {out.shape}")
             y2 = out.reshape(T * S, self.output_size)
         try:
             code = self._run(self._prog, self._buf, state, x.reshape(T * S, C), y2, T)
-        except TypeError:
-            self._normalise(x, state, out, 3, "block")  # raises the precise error
-            raise
+        except TypeError:  # a read-only x, or a bad state: normalise (or say precisely what is wrong)
+            x = self._normalise(x, state, out, 3, "block")
+            code = self._run(self._prog, self._buf, state, x.reshape(T * S, C), y2, T)
         if code:
             self._fail(x, state, out, "block")
         return out

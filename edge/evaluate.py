@@ -1,0 +1,227 @@
+"""Score attitude estimators on BROAD trials: inclination RMSE per trial, mean, worst, µs per sample.
+
+    from edge import peers
+    from edge.evaluate import broad_trials, evaluate_attitude, format_table
+    results = evaluate_attitude(peers.estimators(), broad_trials("../shared/data/broad", "test"))
+    print(format_table(results))
+
+An estimator is any callable ``estimate(acc[N,3] m/s², gyr[N,3] rad/s, rate_hz) -> quat[N,4]``
+(w,x,y,z, sensor-to-earth, z up), e.g. the adapters in :mod:`edge.peers`; our own model slots in
+the same way. All estimators run in the same process on the same samples; each is timed with the
+wall clock around its whole call on each trial (so the µs include any per-sample Python overhead).
+
+The metric is BROAD's (``broad_utils.py``; shared/data/README.md): e = q̂ ⊗ q⁻¹ in the earth frame,
+inclination = 2·acos(clip(√(e_w² + e_z²), 0, 1)) in degrees, RMSE over the samples where
+``movement`` is True and the reference is not NaN; per-estimator mean and worst over trials.
+
+``rate_hz`` resamples every trial first (rate-robustness check): acc and gyr by linear
+interpolation, the reference by normalised lerp (NaN where a neighbour is NaN), ``movement`` by
+nearest sample. No anti-alias filter: a plain resample, as a recording device at that rate without
+one would give.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from edge.peers import PeerNotInstalled, timed
+
+BROAD_TEST = ("03", "05", "07", "09", "12", "16", "21", "25", "27", "29", "35")
+
+
+# ----------------------------------------------------------------------------------------------
+# the metric (small and self-contained; see shared/data/README.md)
+
+
+def quat_mul(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Hamilton product of (…,4) arrays in (w,x,y,z)."""
+    pw, px, py, pz = np.moveaxis(p, -1, 0)
+    qw, qx, qy, qz = np.moveaxis(q, -1, 0)
+    return np.stack([pw * qw - px * qx - py * qy - pz * qz,
+                     pw * qx + px * qw + py * qz - pz * qy,
+                     pw * qy - px * qz + py * qw + pz * qx,
+                     pw * qz + px * qy - py * qx + pz * qw], axis=-1)
+
+
+def inclination_error_deg(q_est: np.ndarray, q_ref: np.ndarray) -> np.ndarray:
+    """Per-sample inclination error in degrees (NaN where either quaternion is NaN)."""
+    q_est = np.asarray(q_est, dtype=np.float64)
+    q_ref = np.asarray(q_ref, dtype=np.float64)
+    q_est = q_est / np.linalg.norm(q_est, axis=-1, keepdims=True)
+    q_ref = q_ref / np.linalg.norm(q_ref, axis=-1, keepdims=True)
+    e = quat_mul(q_est, q_ref * np.array([1.0, -1.0, -1.0, -1.0]))
+    e = e / np.linalg.norm(e, axis=-1, keepdims=True)
+    return np.degrees(2.0 * np.arccos(np.clip(np.sqrt(e[..., 0] ** 2 + e[..., 3] ** 2), 0.0, 1.0)))
+
+
+def inclination_rmse(q_est: np.ndarray, q_ref: np.ndarray, scored: np.ndarray | None = None) -> float:
+    """BROAD inclination RMSE (degrees) over ``scored`` samples whose reference is not NaN.
+
+    A NaN in the estimate on a scored sample makes the result NaN (a failure, not skipped).
+    """
+    q_ref = np.asarray(q_ref, dtype=np.float64)
+    keep = ~np.isnan(q_ref).any(axis=-1)
+    if scored is not None:
+        keep &= np.asarray(scored, dtype=bool).reshape(-1)
+    if not keep.any():
+        return float("nan")
+    err = inclination_error_deg(np.asarray(q_est)[keep], q_ref[keep])
+    return float(np.sqrt(np.mean(err ** 2)))
+
+
+# ----------------------------------------------------------------------------------------------
+# trials
+
+
+def broad_trials(root: str | os.PathLike, split: str = "test") -> list[Path]:
+    """The BROAD ``.npz`` trials under ``root`` for split ``test`` | ``train`` | ``all``."""
+    files = sorted(Path(root).glob("*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no BROAD .npz trials under {root}")
+    if split == "all":
+        return files
+    test = [f for f in files if f.name[:2] in BROAD_TEST]
+    if split == "test":
+        return test
+    if split == "train":
+        return [f for f in files if f.name[:2] not in BROAD_TEST]
+    raise ValueError(f"split must be test, train or all, not {split!r}")
+
+
+def load_trial(path: str | os.PathLike) -> dict:
+    """A BROAD trial as a dict: name, acc, gyr (float64), quat (float64, NaN rows), movement, rate_hz."""
+    with np.load(path) as d:
+        return {"name": Path(path).stem,
+                "acc": d["acc"].astype(np.float64),
+                "gyr": d["gyr"].astype(np.float64),
+                "quat": d["quat"].astype(np.float64),
+                "movement": d["movement"].astype(bool).reshape(-1),
+                "rate_hz": float(d["sampling_rate"])}
+
+
+def resample_trial(trial: dict, rate_hz: float) -> dict:
+    """Resample a loaded trial to ``rate_hz``: acc/gyr linear, reference normalised lerp, movement nearest."""
+    n, fs = len(trial["acc"]), trial["rate_hz"]
+    if math.isclose(rate_hz, fs):
+        return trial
+    t = np.arange(n) / fs
+    t_new = np.arange(0.0, t[-1] + 1e-12, 1.0 / rate_hz)
+    pos = t_new * fs                              # fractional index into the old samples
+    i0 = np.minimum(np.floor(pos).astype(int), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = (pos - i0)[:, None]
+
+    def lin(x):
+        return (1.0 - w) * x[i0] + w * x[i1]
+
+    q0, q1 = trial["quat"][i0], trial["quat"][i1]
+    q1 = np.where((np.sum(q0 * q1, axis=1) < 0)[:, None], -q1, q1)  # same hemisphere before lerp
+    q = (1.0 - w) * q0 + w * q1                                    # NaN if either neighbour is NaN
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    nearest = np.minimum(np.rint(pos).astype(int), n - 1)
+    return {**trial, "acc": lin(trial["acc"]), "gyr": lin(trial["gyr"]), "quat": q,
+            "movement": trial["movement"][nearest], "rate_hz": float(rate_hz)}
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate_attitude(estimators: Mapping[str, Callable], trials: Sequence, rate_hz: float | None = None,
+                      progress: bool = True, warmup: bool = True) -> dict:
+    """Run every estimator on every trial (paths or loaded dicts); score and time them.
+
+    Returns a JSON-friendly dict::
+
+        {"rate_hz": …, "trials": [names], "samples": {trial: N},
+         "estimators": {name: {"rmse": {trial: deg}, "us_per_sample": {trial: µs},
+                               "mean": deg, "worst": deg, "worst_trial": name,
+                               "us": µs per sample over all trials, "error": None | message}}}
+
+    An estimator that raises ImportError (a peer not installed) is reported with its message and
+    skipped; any other exception propagates. ``warmup`` runs each estimator once on 1 s of the first
+    trial first, so imports and model loading are not timed.
+    """
+    from tqdm import tqdm
+
+    res = {name: {"rmse": {}, "us_per_sample": {}, "error": None, "_time": 0.0, "_n": 0}
+           for name in estimators}
+    names, samples, first, native_rate = [], {}, True, None
+    bar = tqdm(trials, desc=f"trials{'' if rate_hz is None else f' @ {rate_hz:g} Hz'}", unit="trial",
+               file=sys.stderr, disable=not progress)
+    for item in bar:
+        trial = load_trial(item) if not isinstance(item, dict) else item
+        if rate_hz is not None:
+            trial = resample_trial(trial, rate_hz)
+        fs, n = trial["rate_hz"], len(trial["acc"])
+        native_rate = native_rate or fs
+        names.append(trial["name"])
+        samples[trial["name"]] = n
+        for name, estimate in estimators.items():
+            r = res[name]
+            if r["error"]:
+                continue
+            bar.set_postfix_str(f"{trial['name'][:2]} {name}")
+            try:
+                if first and warmup:
+                    k = max(int(fs), 2)
+                    estimate(trial["acc"][:k], trial["gyr"][:k], fs)
+                q, us = timed(estimate, trial["acc"], trial["gyr"], fs)
+            except ImportError as exc:  # PeerNotInstalled or any missing dependency
+                r["error"] = str(exc) if isinstance(exc, PeerNotInstalled) else f"not installed: {exc}"
+                continue
+            q = np.asarray(q, dtype=np.float64)
+            if q.shape != (n, 4):
+                raise ValueError(f"{name} returned shape {q.shape} on {trial['name']}, expected {(n, 4)}")
+            r["rmse"][trial["name"]] = inclination_rmse(q, trial["quat"], trial["movement"])
+            r["us_per_sample"][trial["name"]] = us
+            r["_time"] += us * n
+            r["_n"] += n
+        first = False
+
+    for name, r in res.items():
+        vals = r["rmse"]
+        if vals:
+            worst = max(vals, key=lambda k: (np.nan_to_num(vals[k], nan=np.inf)))
+            r["mean"] = float(np.mean(list(vals.values())))
+            r["worst"], r["worst_trial"] = float(vals[worst]), worst
+            r["us"] = r["_time"] / r["_n"]
+        else:
+            r["mean"] = r["worst"] = r["us"] = float("nan")
+            r["worst_trial"] = None
+        del r["_time"], r["_n"]
+    return {"rate_hz": rate_hz if rate_hz is not None else native_rate,
+            "trials": names, "samples": samples, "estimators": res}
+
+
+def format_table(results: dict, notes: Mapping[str, str] | None = None) -> str:
+    """The results as a text table: estimator, mean °, worst ° (trial), µs/sample [, note]."""
+    rows = [("estimator", "mean °", "worst ° (trial)", "µs/sample") + (("note",) if notes else ())]
+    est = results["estimators"]
+    order = sorted(est, key=lambda k: (est[k]["error"] is not None, np.nan_to_num(est[k]["mean"], nan=np.inf)))
+    for name in order:
+        r = est[name]
+        note = ((notes or {}).get(name, ""),) if notes else ()
+        if r["error"]:  # not installed: say so in the worst column
+            rows.append((name, "—", r["error"], "—") + note)
+            continue
+        us = r["us"]
+        rows.append((name, f"{r['mean']:.2f}", f"{r['worst']:.2f} ({r['worst_trial'][:2]})",
+                     f"{us:.3g}" if us < 10 else f"{us:.0f}") + note)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = {1, 2, 3}
+
+    def fmt(row):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    n = len(results["trials"])
+    rate = results.get("rate_hz")
+    head = f"{n} trial{'s' if n != 1 else ''}, {sum(results['samples'].values()):,} samples" + \
+           (f", {rate:g} Hz" if rate else "")
+    lines = [head, fmt(rows[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]]
+    return "\n".join(lines)
