@@ -2,11 +2,11 @@
 
 Formats (chosen by the file name):
 
-* **CSV** (``.csv``, ``.csv.gz``, ``.txt``): one header line naming the columns, then one sample per
-  line. Required: ``acc_x,acc_y,acc_z`` (m/s², or g with ``acc_unit="g"``) and
+* **CSV** (``.csv``, ``.csv.gz``, ``.txt``; ``.tsv`` with tabs): one header line naming the columns
+  (case-insensitive), then one sample per line. Required: ``acc_x,acc_y,acc_z`` (m/s², or g with ``acc_unit="g"``) and
   ``gyr_x,gyr_y,gyr_z`` (rad/s, or deg/s with ``gyr_unit="deg/s"``). Optional: ``t`` (seconds),
   a reference orientation ``qw,qx,qy,qz`` (sensor-to-ENU, w,x,y,z), a scoring mask ``movement``
-  (or ``scored``, non-zero = scored). Any other column is kept as an extra channel (unit unknown).
+  (or ``scored``, non-zero = scored). Any other column is kept as an extra channel (unit ``""`` unless known: ``mag_*`` in µT).
   Blank lines and lines starting with ``#`` are skipped; an empty cell reads as NaN.
 * **NPZ** (``.npz``) with the BROAD keys: ``acc``, ``gyr`` (required), ``quat``, ``movement``,
   ``sampling_rate``, optional ``t`` and ``mag`` (kept as channels ``mag_x,mag_y,mag_z`` in µT).
@@ -68,6 +68,7 @@ GYR_CHANNELS = ("gyr_x", "gyr_y", "gyr_z")
 IMU_CHANNELS = ACC_CHANNELS + GYR_CHANNELS
 REFERENCE_COLUMNS = ("qw", "qx", "qy", "qz")
 TIME_COLUMNS = ("t",)
+KNOWN_UNITS = {"mag_x": "uT", "mag_y": "uT", "mag_z": "uT"}      # extra channels with a known unit
 SCORED_COLUMNS = ("movement", "scored")
 
 STANDARD_GRAVITY = 9.80665          # m/s² per g, for unit conversion
@@ -288,11 +289,10 @@ def _read_csv(path: Path) -> _Raw:
     text = _read_text(path)
     ends_with_newline = text.endswith("\n")
     delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
-    rows: list[tuple[int, str]] = []
-    for i, line in enumerate(text.split("\n")):
-        s = line.strip()
-        if s and not s.startswith("#"):
-            rows.append((i + 1, s))
+    strip = " \r" if delimiter == "\t" else None        # keep the tabs of empty trailing TSV cells
+    stripped = [line.strip(strip) for line in text.split("\n")]
+    rows = [(i + 1, s) for i, s in enumerate(stripped) if s and s[0] != "#"]
+    del stripped
     if not rows:
         raise RecordingError("empty file: no header and no data", path)
 
@@ -323,23 +323,23 @@ def _read_csv(path: Path) -> _Raw:
         raise RecordingError("header only, no data lines", path, header_line)
     warn: list[str] = []
     ncol = len(names)
-    fields = [s.split(delimiter) for _, s in data]
-    counts = np.fromiter((len(f) for f in fields), dtype=np.int64, count=len(fields))
+    counts = np.fromiter((s.count(delimiter) + 1 for _, s in data), dtype=np.int64, count=len(data))
     bad = np.flatnonzero(counts != ncol)
     if bad.size and bad[0] == len(data) - 1 and counts[-1] < ncol:
         line = data[-1][0]
         warn.append(f"{path}, line {line}: truncated last line ({counts[-1]} of {ncol} fields) dropped")
-        data, fields, bad = data[:-1], fields[:-1], bad[:-1]
+        data, bad = data[:-1], bad[:-1]
     if bad.size:
         k = int(bad[0])
         raise RecordingError(f"{counts[k]} fields, but the header names {ncol} columns", path, data[k][0])
     if not data:
         raise RecordingError("no complete data line", path)
 
-    flat = [c for f in fields for c in f]
-    try:
-        values = np.array(flat, dtype=np.float64).reshape(len(data), ncol)
+    try:      # fast path: numpy's C parser; on any failure, find and name the cell (or apply the rules)
+        values = np.loadtxt([s for _, s in data], delimiter=delimiter, dtype=np.float64, comments=None,
+                            ndmin=2, quotechar='"')
     except ValueError:
+        fields = [s.split(delimiter) for _, s in data]
         values, dropped = _parse_cells_slowly(path, data, fields, names, ends_with_newline)
         if dropped:
             warn.append(f"{path}, line {data[-1][0]}: truncated last line (incomplete number) dropped")
@@ -361,8 +361,8 @@ def _read_csv(path: Path) -> _Raw:
             v = values[:, col[c]]
             scored = np.isfinite(v) & (v != 0)
             break
-    return _Raw(names=out_names, units=[""] * len(extras), x=x, t=t, reference=ref, scored=scored,
-                lines=lines, warnings=warn)
+    return _Raw(names=out_names, units=[KNOWN_UNITS.get(n, "") for n in extras], x=x, t=t, reference=ref,
+                scored=scored, lines=lines, warnings=warn)
 
 
 def _parse_cells_slowly(path, data, fields, names, ends_with_newline):
@@ -453,7 +453,8 @@ def _read_jsonl(path: Path) -> _Raw:
         if scored_key:
             scored[r] = bool(o.get(scored_key))
     lines = np.fromiter((ln for ln, _ in rows), dtype=np.int64, count=n)
-    return _Raw(names=list(IMU_CHANNELS) + extras, units=[""] * len(extras), x=x, t=t, reference=ref,
+    return _Raw(names=list(IMU_CHANNELS) + extras, units=[KNOWN_UNITS.get(n, "") for n in extras], x=x, t=t,
+                reference=ref,
                 scored=scored, lines=lines, warnings=warn)
 
 
@@ -594,17 +595,24 @@ def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, 
     bad = np.flatnonzero(~valid)
     if bad.size:
         loc = f"line {lines[bad[0]]}" if lines is not None else f"sample {bad[0]}"
-        warn.append(f"{path}: {bad.size} sample(s) with NaN/Inf in acc/gyr are not fed (first at {loc})")
+        warn.append(f"{path}: {bad.size} sample(s) with NaN/Inf in acc/gyr are skipped, not fed (first at {loc})")
     gaps = find_gaps(t, valid, gap_s)
+    def span(s, e):          # the unfed samples s..e-1, by line where there are lines
+        if lines is None:
+            return f"samples {s}-{e - 1}" if e - s > 1 else f"sample {s}"
+        return f"lines {lines[s]}-{lines[e - 1]}" if e - s > 1 else f"line {lines[s]}"
+
     for s, e in gaps:
         a = t[s - 1] if s > 0 else t[0]
         b = t[e] if e < n else t[-1]
-        if e < n:
-            loc = f"line {lines[e]}" if lines is not None else f"sample {e}"
-            warn.append(f"{path}: gap of {b - a:.3g} s with no fed sample (samples {s}..{e - 1}); "
-                        f"state resets at {loc}")
+        at = (f"line {lines[e]}" if lines is not None else f"sample {e}") if e < n else ""
+        if s == e:
+            warn.append(f"{path}: t jumps by {b - a:.3g} s before {at}; the state resets there")
+        elif e < n:
+            warn.append(f"{path}: gap of {b - a:.3g} s with no usable sample ({span(s, e)}); "
+                        f"the state resets at {at}")
         else:
-            warn.append(f"{path}: no fed sample in the last {b - a:.3g} s (samples {s}..{e - 1})")
+            warn.append(f"{path}: no usable sample in the last {b - a:.3g} s ({span(s, e)})")
 
     for w in warn:
         warnings.warn(w, RecordingWarning, stacklevel=3)
@@ -686,9 +694,11 @@ def resample(rec: Recording, rate_hz: float) -> Recording:
     if ref is not None:
         ref[inside] = np.nan
     gap_s = rec.meta.get("gap_s", DEFAULT_GAP_S)
+    meta = {k: v for k, v in rec.meta.items()        # per-sample arrays of the old grid would be stale
+            if not (isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n)}
     out = Recording(t=tn, channels=rec.channels, x=x, units=rec.units, rate_hz=rate_hz, source=rec.source,
                     reference=ref, scored=scored, warnings=list(rec.warnings),
-                    meta={**rec.meta, "resampled_from_hz": rec.rate_hz})
+                    meta={**meta, "resampled_from_hz": rec.rate_hz})
     out.gaps = find_gaps(out.t, out.valid, gap_s)
     return out
 

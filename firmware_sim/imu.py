@@ -12,9 +12,11 @@ A smooth random motion is defined *analytically*, so it can be sampled at any ra
   velocity, zero acceleration) and resumes where it stopped.
 
 The reference orientation ``q(t)`` (sensor-to-ENU, w,x,y,z, z up) solves ``dq/dt = ½ q ⊗ [0, ω]``;
-it is integrated on an internal grid (``internal_rate_hz``, default 2 kHz) with the fourth-order
-Magnus (two-point Gauss) step, which is exact to rounding at that step size, so integrating the
-output gyro reproduces it as far as the integrator used allows.
+it is integrated with the fourth-order Magnus (two-point Gauss) step on an internal grid of at least
+``internal_rate_hz`` (default 600 Hz, and at least one step per output sample), using the analytic rate
+between samples: compared with a 20 kHz grid, the orientation differs by < 1e-6° after a minute of
+4 rad/s motion at 50–285 Hz. Integrating the output gyro therefore reproduces it as far as the
+integrator used allows (the tests' RK4 at 285.7 Hz: ≈2e-5° over 10 s).
 
 Measurements, in SI units like a real IMU:
 
@@ -162,7 +164,7 @@ class SmoothTrajectory:
         tau, e, de = self.envelope(t, -1), self.envelope(t), self.envelope(t, 1)
         return de[..., None] * self.position_fn(tau, 1) + (e * e)[..., None] * self.position_fn(tau, 2)
 
-    def orientation(self, t_out, q0, internal_rate_hz: float = 2000.0) -> np.ndarray:
+    def orientation(self, t_out, q0, internal_rate_hz: float = 600.0) -> np.ndarray:
         """Integrate ``dq/dt = ½ q ⊗ ω`` from ``q0`` at ``t_out[0]`` to every ``t_out`` (uniform grid),
         with ``S = ceil(internal_rate / rate)`` fourth-order Magnus steps per output interval."""
         t_out = np.asarray(t_out, dtype=np.float64)
@@ -173,13 +175,19 @@ class SmoothTrajectory:
         dt = float(t_out[1] - t_out[0])
         S = max(1, int(math.ceil(internal_rate_hz * dt - 1e-9)))
         h = dt / S
-        start = t_out[0] + h * np.arange((n - 1) * S)
         c = math.sqrt(3.0) / 6.0
-        w1 = self.omega(start + (0.5 - c) * h)
-        w2 = self.omega(start + (0.5 + c) * h)
-        theta = 0.5 * h * (w1 + w2) + (math.sqrt(3.0) / 12.0) * h * h * np.cross(w1, w2)
-        q = quat_cumprod(quat_from_rotvec(theta))[S - 1::S]
-        return np.concatenate([q0[None], quat_normalize(quat_multiply(q0, q))], axis=0)
+        out = np.empty((n, 4))
+        out[0] = q0
+        chunk = max(1, (1 << 18) // S)                  # output intervals per chunk (bounded memory)
+        for k0 in range(0, n - 1, chunk):
+            k1 = min(n - 1, k0 + chunk)
+            start = t_out[0] + dt * k0 + h * np.arange((k1 - k0) * S)
+            w1 = self.omega(start + (0.5 - c) * h)
+            w2 = self.omega(start + (0.5 + c) * h)
+            theta = 0.5 * h * (w1 + w2) + (math.sqrt(3.0) / 12.0) * h * h * np.cross(w1, w2)
+            q = quat_cumprod(quat_from_rotvec(theta))[S - 1::S]
+            out[k0 + 1:k1 + 1] = quat_normalize(quat_multiply(out[k0], q))
+        return out
 
 
 def _motion_intervals(rng, duration_s, rests, rest_duration_s, initial_rest_s, ramp_s):
@@ -248,7 +256,7 @@ def synthetic_imu(duration_s: float = 60.0, rate_hz: float = 2000.0 / 7.0, *, se
                   lin_intensity: float = 1.0, lin_bandwidth_hz: float = 1.0,
                   rests=0, rest_duration_s: tuple[float, float] = (1.0, 3.0), initial_rest_s: float = 0.0,
                   ramp_s: float = 0.25, initial="random", errors: ImuErrors | None = ImuErrors(),
-                  gravity: float = GRAVITY, internal_rate_hz: float = 2000.0) -> Recording:
+                  gravity: float = GRAVITY, internal_rate_hz: float = 600.0) -> Recording:
     """A synthetic IMU recording with its exact reference orientation.
 
     * ``rot_intensity``: RMS of the body rate while moving, rad/s; ``rot_bandwidth_hz`` its highest
@@ -293,8 +301,8 @@ def synthetic_imu(duration_s: float = 60.0, rate_hz: float = 2000.0 / 7.0, *, se
     acc_true = quat_rotate(q, lin + np.array([0.0, 0.0, gravity]), inverse=True)
     scored = traj.envelope(t) > 0.0
 
-    meta = {"synthetic": True, "seed": seed, "gravity": gravity, "gyr_true": gyr_true.astype(np.float32),
-            "acc_true": acc_true.astype(np.float32), "lin_acc_enu": lin.astype(np.float32)}
+    meta = {"synthetic": True, "seed": seed, "gravity": gravity, "gyr_true": gyr_true, "acc_true": acc_true,
+            "lin_acc_enu": lin}
     gyr, acc = gyr_true, acc_true
     if errors is not None:
         rng = np.random.default_rng(err_ss)
