@@ -10,9 +10,10 @@ An estimator is any callable ``estimate(acc[N,3] m/s², gyr[N,3] rad/s, rate_hz)
 the same way. All estimators run in the same process on the same samples; each is timed with the
 wall clock around its whole call on each trial (so the µs include any per-sample Python overhead).
 
-The metric is BROAD's (``broad_utils.py``; shared/data/README.md): e = q̂ ⊗ q⁻¹ in the earth frame,
-inclination = 2·acos(clip(√(e_w² + e_z²), 0, 1)) in degrees, RMSE over the samples where
-``movement`` is True and the reference is not NaN; per-estimator mean and worst over trials.
+The metric is BROAD's, from :func:`edge.attitude.inclination_rmse` (``broad_utils.py``;
+shared/data/README.md): e = q̂ ⊗ q⁻¹ in the earth frame, inclination = 2·acos(clip(√(e_w² + e_z²), 0, 1))
+in degrees, RMSE over the samples where ``movement`` is True and the reference is not NaN (a NaN
+estimate there gives NaN: a failure is not skipped); per-estimator mean and worst over trials.
 
 ``rate_hz`` resamples every trial first (rate-robustness check): acc and gyr by linear
 interpolation, the reference by normalised lerp (NaN where a neighbour is NaN), ``movement`` by
@@ -29,68 +30,15 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from edge.attitude import inclination_error_deg, inclination_rmse  # the one BROAD metric in edge
 from edge.peers import PeerNotInstalled, timed
+from edge.recordings import BROAD_TEST_TRIALS, broad_trials  # the split lives in one place
 
-BROAD_TEST = ("03", "05", "07", "09", "12", "16", "21", "25", "27", "29", "35")
-
-
-# ----------------------------------------------------------------------------------------------
-# the metric (small and self-contained; see shared/data/README.md)
-
-
-def quat_mul(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Hamilton product of (…,4) arrays in (w,x,y,z)."""
-    pw, px, py, pz = np.moveaxis(p, -1, 0)
-    qw, qx, qy, qz = np.moveaxis(q, -1, 0)
-    return np.stack([pw * qw - px * qx - py * qy - pz * qz,
-                     pw * qx + px * qw + py * qz - pz * qy,
-                     pw * qy - px * qz + py * qw + pz * qx,
-                     pw * qz + px * qy - py * qx + pz * qw], axis=-1)
-
-
-def inclination_error_deg(q_est: np.ndarray, q_ref: np.ndarray) -> np.ndarray:
-    """Per-sample inclination error in degrees (NaN where either quaternion is NaN)."""
-    q_est = np.asarray(q_est, dtype=np.float64)
-    q_ref = np.asarray(q_ref, dtype=np.float64)
-    q_est = q_est / np.linalg.norm(q_est, axis=-1, keepdims=True)
-    q_ref = q_ref / np.linalg.norm(q_ref, axis=-1, keepdims=True)
-    e = quat_mul(q_est, q_ref * np.array([1.0, -1.0, -1.0, -1.0]))
-    e = e / np.linalg.norm(e, axis=-1, keepdims=True)
-    return np.degrees(2.0 * np.arccos(np.clip(np.sqrt(e[..., 0] ** 2 + e[..., 3] ** 2), 0.0, 1.0)))
-
-
-def inclination_rmse(q_est: np.ndarray, q_ref: np.ndarray, scored: np.ndarray | None = None) -> float:
-    """BROAD inclination RMSE (degrees) over ``scored`` samples whose reference is not NaN.
-
-    A NaN in the estimate on a scored sample makes the result NaN (a failure, not skipped).
-    """
-    q_ref = np.asarray(q_ref, dtype=np.float64)
-    keep = ~np.isnan(q_ref).any(axis=-1)
-    if scored is not None:
-        keep &= np.asarray(scored, dtype=bool).reshape(-1)
-    if not keep.any():
-        return float("nan")
-    err = inclination_error_deg(np.asarray(q_est)[keep], q_ref[keep])
-    return float(np.sqrt(np.mean(err ** 2)))
-
+__all__ = ["BROAD_TEST_TRIALS", "broad_trials", "load_trial", "resample_trial", "evaluate_attitude",
+           "format_table", "inclination_rmse", "inclination_error_deg"]
 
 # ----------------------------------------------------------------------------------------------
 # trials
-
-
-def broad_trials(root: str | os.PathLike, split: str = "test") -> list[Path]:
-    """The BROAD ``.npz`` trials under ``root`` for split ``test`` | ``train`` | ``all``."""
-    files = sorted(Path(root).glob("*.npz"))
-    if not files:
-        raise FileNotFoundError(f"no BROAD .npz trials under {root}")
-    if split == "all":
-        return files
-    test = [f for f in files if f.name[:2] in BROAD_TEST]
-    if split == "test":
-        return test
-    if split == "train":
-        return [f for f in files if f.name[:2] not in BROAD_TEST]
-    raise ValueError(f"split must be test, train or all, not {split!r}")
 
 
 def load_trial(path: str | os.PathLike) -> dict:
