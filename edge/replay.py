@@ -1,0 +1,594 @@
+"""`edge replay INPUT --model NAME_OR_PATH`: stream a recorded file through a bundle, sample by
+sample (in block calls), and report what came out and how fast.
+
+What it does, in order:
+
+1. Reads INPUT with `edge.recordings.read_recording` (CSV, NPZ or JSON lines; ``--acc-unit``,
+   ``--gyr-unit``, ``--rate-hz``, ``--gap-s``). Everything that module refuses is one line on
+   stderr and exit code 2; what it accepts with a warning (a truncated last line, NaN samples, gaps)
+   is said on stderr and replayed by its rules.
+2. Loads the bundle (`edge.load`, ``--engine auto|numba|onnxruntime``) and takes the recording's
+   channels that the bundle's metadata names as inputs (``inputs[].name``), in the bundle's order,
+   converting m/s² ↔ g and rad/s ↔ deg/s where the bundle states another unit.
+3. If the bundle has a ``sample_rate_hz`` and the recording's rate differs from it by more than
+   0.5 %, resamples the inputs to the bundle's rate (linear interpolation, `resample`) and maps each
+   output back to each input sample: the output of the latest model sample **at or before** the
+   input sample's time, so no output looks ahead.
+4. Streams the fed samples through the engine in ``--chunk`` samples per `Model.block` call, one
+   stream, with a progress bar on stderr. Only the engine calls are timed ("engine time",
+   "µs per sample", "real-time factor"); the replay wall time covers the whole streaming stage.
+
+Imperfect recordings, by the rules of `edge.recordings` (the "documented rule"):
+
+* A sample with NaN/Inf in a channel the bundle reads is **not fed**. A run of such samples no
+  longer than the gap threshold (``--gap-s``, 0.5 s) is skipped and the **state is held** across it.
+* A **gap** (no fed sample for longer than ``--gap-s``: a long NaN run and/or a jump in ``t``)
+  **resets the state** to the bundle's initial state at the first fed sample after it.
+* Every input sample gets an output row. Rows of samples that were not fed repeat the last output
+  (NaN before the first one) and have ``held = 1``.
+
+Output (``--output FILE.csv`` or ``FILE.jsonl``): one row per input sample — ``t``, the bundle's
+output names, ``roll_deg,pitch_deg`` for a quaternion output (a bundle with ``task == "attitude"``
+or outputs named ``qw,qx,qy,qz``), and ``held``.
+
+With a reference orientation in the recording and a quaternion output, the summary gives the
+inclination RMSE in degrees, the BROAD metric (`edge.attitude.inclination_rmse`): over the
+recording's scored samples (its ``movement`` mask) or all samples when it has none, skipping rows
+without a reference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:          # numpy is imported when a replay runs, so that `edge --help` stays instant
+    import numpy as np
+
+QUAT_NAMES = ("qw", "qx", "qy", "qz")
+RATE_TOLERANCE = 0.005            # resample when the rates differ by more than 0.5 %
+DEFAULT_CHUNK = 4096
+MAX_PLOT_POINTS = 20000           # per line; longer recordings are thinned for the plot only
+MAX_WARNINGS_SHOWN = 8
+
+# unit spellings -> canonical, and conversion factors (canonical in the recording -> the bundle's)
+_UNIT_ALIASES = {"m/s^2": "m/s^2", "m/s2": "m/s^2", "m/s²": "m/s^2", "m s^-2": "m/s^2", "g": "g",
+                 "rad/s": "rad/s", "rad s^-1": "rad/s", "deg/s": "deg/s", "dps": "deg/s", "°/s": "deg/s"}
+_UNIT_FACTORS = {("m/s^2", "g"): 1.0 / 9.80665, ("g", "m/s^2"): 9.80665,
+                 ("rad/s", "deg/s"): 180.0 / math.pi, ("deg/s", "rad/s"): math.pi / 180.0}
+
+
+# ------------------------------------------------------------------------------------ arguments
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
+    return v
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return v
+
+
+# spelled out here so that `edge --help` imports nothing heavy (tests check them against the modules)
+ENGINE_CHOICES = ("auto", "numba", "onnxruntime")           # edge.runtime.ENGINES
+ACC_UNIT_CHOICES = ("m/s^2", "g")                          # keys of edge.recordings.ACC_UNITS
+GYR_UNIT_CHOICES = ("rad/s", "deg/s")                      # keys of edge.recordings.GYR_UNITS
+DEFAULT_GAP_S = 0.5                                        # edge.recordings.DEFAULT_GAP_S
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    ENGINES, ACC_UNITS, GYR_UNITS = ENGINE_CHOICES, ACC_UNIT_CHOICES, GYR_UNIT_CHOICES
+    p.add_argument("input", help="the recording: .csv or .csv.gz (a header naming acc_x..gyr_z, optional t, "
+                                 "qw..qz, movement), .npz (BROAD keys) or .jsonl")
+    p.add_argument("--model", "-m", default="imu-attitude",
+                   help="a bundle: an .onnx path or the name of a shipped bundle (default: imu-attitude)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="auto (Numba where it has a kernel for every op, else onnxruntime), numba or onnxruntime")
+    p.add_argument("--threads", type=_positive_int, default=1, help="onnxruntime intra-op threads (default 1)")
+    g = p.add_argument_group("reading the recording")
+    g.add_argument("--acc-unit", choices=list(ACC_UNITS), default="m/s^2",
+                   help="unit of acc_* in the file (default m/s^2); converted to m/s^2 on reading")
+    g.add_argument("--gyr-unit", choices=list(GYR_UNITS), default="rad/s",
+                   help="unit of gyr_* in the file (default rad/s); converted to rad/s on reading")
+    g.add_argument("--rate-hz", type=_positive_float, default=None,
+                   help="sampling rate, needed when the file has no t column (else 1/median Δt)")
+    g.add_argument("--gap-s", type=_positive_float, default=DEFAULT_GAP_S,
+                   help=f"no fed sample for longer than this is a gap: the state resets after it; shorter NaN "
+                        f"runs are skipped with the state held (default {DEFAULT_GAP_S:g} s)")
+    o = p.add_argument_group("what comes out")
+    o.add_argument("--output", "-o", default=None, metavar="FILE",
+                   help="write one row per input sample to FILE.csv or FILE.jsonl: t, the bundle's outputs, "
+                        "roll_deg,pitch_deg for a quaternion output, held")
+    o.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="plot (needs matplotlib): roll and pitch vs the reference and the inclination error for an "
+                        "attitude bundle; each output (first 6) over time otherwise")
+    o.add_argument("--json", action="store_true", help="print the summary as JSON")
+    o.add_argument("--chunk", type=_positive_int, default=DEFAULT_CHUNK,
+                   help=f"samples per engine block call (default {DEFAULT_CHUNK})")
+    o.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is shown on stderr when that is a terminal)")
+
+
+# ---------------------------------------------------------------------------------- the replay
+
+@dataclass
+class ReplayResult:
+    """Everything a replay produced, sample-aligned with the recording (``N`` input samples)."""
+    t: np.ndarray                   # [N] float64, the input times
+    y: np.ndarray                   # [N, O] float32, the output mapped to each input sample
+    held: np.ndarray                # [N] bool, rows repeating an earlier output (sample not fed)
+    output_names: list
+    quat_index: list | None         # columns of y that are qw,qx,qy,qz, or None
+    fed: int                        # samples fed to the engine (model samples)
+    model_samples: int              # samples on the model's grid (== N without resampling)
+    resets: int                     # state resets at gap ends
+    gaps: list                      # (start, end) gaps on the model's grid
+    resampled_to_hz: float | None
+    engine_s: float
+    stream_s: float
+    warmup_s: float
+    chunks: int
+    stats: dict = field(default_factory=dict)
+
+
+def quaternion_columns(meta: dict) -> list | None:
+    """Indices of the output columns that form an attitude quaternion, or None."""
+    names = [str(o.get("name", "")).lower() for o in meta["outputs"]]
+    if all(q in names for q in QUAT_NAMES):
+        return [names.index(q) for q in QUAT_NAMES]
+    if meta.get("task") == "attitude" and len(names) == 4:
+        return [0, 1, 2, 3]
+    return None
+
+
+def select_inputs(rec, meta: dict, label: str):
+    """The recording's channels that the bundle reads, as float32 ``[N, C]`` in the bundle's order
+    and units. Raises InputError listing every missing channel."""
+    import numpy as np
+
+    from .runtime import InputError
+    wanted = [str(c.get("name", "")) for c in meta["inputs"]]
+    have = {c.lower(): i for i, c in enumerate(rec.channels)}
+    missing = [w for w in wanted if w.lower() not in have]
+    if missing:
+        raise InputError(f"{rec.source or 'recording'}: the bundle {label} reads channel(s) "
+                         f"{', '.join(missing)}, which the recording lacks (it has: {', '.join(rec.channels)})")
+    cols = [have[w.lower()] for w in wanted]
+    x = rec.x[:, cols].astype(np.float32, copy=True)
+    for k, (spec, c) in enumerate(zip(meta["inputs"], cols)):
+        want = _UNIT_ALIASES.get(str(spec.get("unit") or "").strip().lower())
+        got = _UNIT_ALIASES.get(str(rec.units[c] or "").strip().lower())
+        if want is None or got is None or want == got:
+            continue
+        factor = _UNIT_FACTORS.get((got, want))
+        if factor is None:
+            raise InputError(f"{rec.source or 'recording'}: channel {wanted[k]} is in {rec.units[c]}, "
+                             f"the bundle {label} wants {spec.get('unit')}")
+        x[:, k] *= np.float32(factor)
+    return np.ascontiguousarray(x)
+
+
+def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str | None = None) -> ReplayResult:
+    """Stream ``rec`` through ``model`` (an `edge.load` Model) by the module's rules.
+
+    ``progress``: None, a tqdm-like object with ``update(n)``, or a callable ``progress(total=F)``
+    returning one (made once the number of fed samples F is known, and closed here)."""
+    import numpy as np
+
+    from .recordings import DEFAULT_GAP_S, find_gaps, resample
+    from .runtime import InputError
+
+    meta = model.meta
+    label = label or meta.get("name") or Path(model.bundle.path).name
+    n = len(rec)
+    start = time.perf_counter()
+    x_in = select_inputs(rec, meta, label)
+    fed_in = np.all(np.isfinite(x_in), axis=1)
+    gap_s = float(rec.meta.get("gap_s", DEFAULT_GAP_S))
+
+    bundle_rate = meta.get("sample_rate_hz")
+    resampled_to = None
+    if bundle_rate and abs(rec.rate_hz / float(bundle_rate) - 1.0) > RATE_TOLERANCE:
+        if n < 2:
+            raise InputError(f"{rec.source}: a single sample at {rec.rate_hz:g} Hz cannot be resampled to the "
+                             f"bundle's {float(bundle_rate):g} Hz")
+        mrec = resample(rec, float(bundle_rate))
+        resampled_to = float(bundle_rate)
+        x_m = select_inputs(mrec, meta, label)
+        t_m = mrec.t
+    else:
+        x_m, t_m = x_in, rec.t
+    m = len(t_m)
+    fed_m = np.all(np.isfinite(x_m), axis=1)
+    gaps = find_gaps(t_m, fed_m, gap_s)
+    fed_idx = np.flatnonzero(fed_m)
+    F = len(fed_idx)
+    if F == 0:
+        raise InputError(f"{rec.source}: no sample has finite values in all of "
+                         f"{', '.join(c['name'] for c in meta['inputs'])}: nothing to feed")
+
+    # state resets: at the first fed sample after each gap (a leading gap needs none)
+    reset_at = sorted({int(np.searchsorted(fed_idx, e)) for s, e in gaps if e < m})
+    reset_at = [p for p in reset_at if 0 < p < F]
+    bounds = [0, *reset_at, F]
+    X = np.ascontiguousarray(x_m[fed_idx])
+    C = X.shape[1]
+    Y = np.empty((F, model.output_size), np.float32)
+
+    t0 = time.perf_counter()        # untimed warm-up: the first call of an engine pays one-off costs
+    model.block(X[:1].reshape(1, 1, C), model.init_state(1))
+    warmup = time.perf_counter() - t0
+
+    bar = progress(total=F) if callable(progress) else progress
+    state = model.init_state(1)
+    engine = 0.0
+    calls = 0
+    try:
+        for k in range(len(bounds) - 1):
+            a, b = bounds[k], bounds[k + 1]
+            if k > 0:
+                state[:] = model.init_state(1)
+            for c in range(a, b, chunk):
+                d = min(c + chunk, b)
+                xb = X[c:d].reshape(d - c, 1, C)
+                t0 = time.perf_counter()
+                yb = model.block(xb, state)
+                engine += time.perf_counter() - t0
+                Y[c:d] = yb[:, 0, :]
+                calls += 1
+                if bar is not None:
+                    bar.update(d - c)
+    finally:
+        if bar is not None and bar is not progress:
+            bar.close()
+
+    # every model sample gets the output of the latest fed sample at or before it
+    pos = np.full(m, -1, np.int64)
+    pos[fed_idx] = np.arange(F)
+    pos = np.maximum.accumulate(pos)
+    if resampled_to is None:
+        j = np.arange(n)
+    else:            # the latest model sample at or before each input time: no look-ahead
+        j = np.clip(np.searchsorted(t_m, rec.t + 1e-9 / resampled_to, side="right") - 1, 0, m - 1)
+    src = pos[j]
+    y = np.full((n, model.output_size), np.nan, np.float32)
+    ok = src >= 0
+    y[ok] = Y[src[ok]]
+    held = ~fed_in | ~fed_m[j]
+    stream_s = time.perf_counter() - start
+    return ReplayResult(t=rec.t, y=y, held=held, output_names=[str(o["name"]) for o in meta["outputs"]],
+                        quat_index=quaternion_columns(meta), fed=F, model_samples=m, resets=len(reset_at),
+                        gaps=gaps, resampled_to_hz=resampled_to, engine_s=engine, stream_s=stream_s,
+                        warmup_s=warmup, chunks=calls)
+
+
+def roll_pitch(res: ReplayResult):
+    from .attitude import quat_to_roll_pitch
+    if res.quat_index is None:
+        return None, None
+    return quat_to_roll_pitch(res.y[:, res.quat_index].astype("float64"))
+
+
+def output_table(res: ReplayResult):
+    """(column names, [N, K] float64 table) of the output file."""
+    import numpy as np
+    cols = [res.t[:, None], res.y.astype(np.float64)]
+    names = ["t", *res.output_names]
+    roll, pitch = roll_pitch(res)
+    if roll is not None:
+        cols += [roll[:, None], pitch[:, None]]
+        names += ["roll_deg", "pitch_deg"]
+    cols.append(res.held[:, None].astype(np.float64))
+    names.append("held")
+    return names, np.concatenate(cols, axis=1)
+
+
+def write_output(res: ReplayResult, path: Path) -> list:
+    """Write the per-sample output as CSV or JSON lines (atomically); returns the column names."""
+    import io
+
+    import numpy as np
+
+    from .bundle import atomic_write_bytes
+    names, table = output_table(res)
+    n_out = len(res.output_names)
+    rp = len(names) - 2 - n_out            # 2 if roll/pitch present
+    fmts = ["%.6f"] + ["%.9g"] * n_out + ["%.6f"] * rp + ["%d"]
+    if path.name.lower().endswith(".csv"):
+        buf = io.StringIO()
+        buf.write(",".join(names) + "\n")
+        np.savetxt(buf, table, fmt=fmts, delimiter=",")
+        text = buf.getvalue()
+    else:
+        keys = [json.dumps(nm).replace("%", "%%") for nm in names]
+        tmpl = "{" + ", ".join(f"{k}: {f}" for k, f in zip(keys[:-1], fmts[:-1])) + f", {keys[-1]}: %s}}"
+        held = np.where(res.held, "true", "false")
+        rows = table[:, :-1].tolist()
+        text = "\n".join(tmpl % (*r, h) for r, h in zip(rows, held.tolist())) + "\n"
+        if not np.all(np.isfinite(table)):
+            text = re.sub(r"(?<=: )-?(?:nan|inf)(?=[,}])", "null", text)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return names
+
+
+# ------------------------------------------------------------------------------------- metrics
+
+def attitude_metric(rec, res: ReplayResult) -> dict | None:
+    """BROAD's inclination RMSE (degrees) over the scored samples with a reference and an estimate."""
+    import numpy as np
+
+    from .attitude import inclination_rmse
+    if res.quat_index is None or rec.reference is None:
+        return None
+    q = res.y[:, res.quat_index].astype(np.float64)
+    mask = np.ones(len(rec), bool) if rec.scored is None else rec.scored.copy()
+    mask &= np.all(np.isfinite(q), axis=1)            # only rows before the first output lack an estimate
+    counted = int((mask & np.all(np.isfinite(rec.reference), axis=1)).sum())
+    rmse = inclination_rmse(q, rec.reference, mask)
+    return {"inclination_rmse_deg": None if math.isnan(rmse) else rmse, "scored_samples": counted,
+            "mask": "movement" if rec.scored is not None else "all samples"}
+
+
+# ---------------------------------------------------------------------------------------- plot
+
+def plot(rec, res: ReplayResult, path: Path, title: str, metric: dict | None) -> None:
+    """Save the replay's plot (matplotlib, Agg canvas; no pyplot, no global backend change)."""
+    import numpy as np
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        from .runtime import InputError
+        raise InputError("--plot needs matplotlib: pip install matplotlib (or the 'train' extra)") from None
+
+    from .attitude import inclination_error_deg, quat_to_roll_pitch
+    n = len(rec)
+    step = max(1, math.ceil(n / MAX_PLOT_POINTS))
+    t = res.t[::step] - (res.t[0] if n else 0.0)
+    held = res.held
+
+    def shade(ax, mask, color, label):
+        """Shade the runs where mask is True."""
+        if mask is None or not mask.any():
+            return
+        d = np.diff(np.r_[0, mask.astype(np.int8), 0])
+        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+        t0 = res.t[0]
+        for k, (a, b) in enumerate(zip(starts, ends)):
+            ax.axvspan(res.t[a] - t0, res.t[b - 1] - t0, color=color, alpha=0.12, lw=0,
+                       label=label if k == 0 else None)
+
+    def unwrapped(angle):
+        """Thinned angle with the ±180° wrap-arounds broken, so they draw no vertical line."""
+        a = np.array(angle[::step], dtype=np.float64)
+        a[1:][np.abs(np.diff(a)) > 180.0] = np.nan
+        return a
+
+    if res.quat_index is not None:
+        roll, pitch = roll_pitch(res)
+        ref = rec.reference
+        has_ref = ref is not None and np.isfinite(ref).any()
+        rows = 3 if has_ref else 2
+        fig = Figure(figsize=(11, 2.6 * rows + 0.6), dpi=110, layout="constrained")
+        axes = fig.subplots(rows, 1, sharex=True)
+        if has_ref:
+            rr, pr = quat_to_roll_pitch(ref)
+        for ax, est, name, r in ((axes[0], roll, "roll", rr if has_ref else None),
+                                 (axes[1], pitch, "pitch", pr if has_ref else None)):
+            if r is not None:
+                ax.plot(t, unwrapped(r), color="0.1", lw=1.6, label="reference")
+            ax.plot(t, unwrapped(est), color="tab:orange", lw=1.0, label="estimate")
+            ax.set_ylabel(f"{name} [°]")
+            shade(ax, held, "tab:red", "not fed (held)")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="upper right", fontsize=8, ncol=2)
+        if has_ref:
+            err = inclination_error_deg(res.y[:, res.quat_index].astype(np.float64), ref)
+            ax = axes[2]
+            shade(ax, rec.scored, "tab:green", "scored (movement)")
+            ax.plot(t, err[::step], color="tab:blue", lw=0.9, label="inclination error")
+            ax.legend(loc="upper right", fontsize=8, ncol=2)
+            ax.set_ylabel("inclination error [°]")
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            rmse = metric and metric.get("inclination_rmse_deg")
+            where = "scored (shaded)" if rec.scored is not None else "all"
+            ax.set_title(f"inclination error — RMSE {rmse:.2f}° over {metric['scored_samples']:,} {where} samples"
+                         if rmse is not None else "inclination error (no scored sample with a reference)",
+                         fontsize=10)
+        axes[-1].set_xlabel("time [s]")
+    else:
+        k = min(6, len(res.output_names))
+        fig = Figure(figsize=(11, 1.7 * k + 0.8), dpi=110, layout="constrained")
+        axes = np.atleast_1d(fig.subplots(k, 1, sharex=True))
+        for i, ax in enumerate(axes):
+            ax.plot(t, res.y[::step, i], lw=0.9, color=f"C{i}")
+            ax.set_ylabel(res.output_names[i])
+            shade(ax, held, "tab:red", "not fed (held)")
+            ax.grid(alpha=0.3)
+        axes[-1].set_xlabel("time [s]")
+        if len(res.output_names) > k:
+            title += f" (first {k} of {len(res.output_names)} outputs)"
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(path)
+
+
+# ------------------------------------------------------------------------------------- command
+
+def _fmt_s(s: float) -> str:
+    return f"{s * 1e3:.0f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def run(args) -> int:
+    import warnings
+
+    import numpy as np
+
+    from . import load
+    from .recordings import RecordingWarning, read_recording
+    from .runtime import InputError
+
+    out_path = Path(args.output) if args.output else None
+    if out_path is not None and not out_path.name.lower().endswith((".csv", ".jsonl", ".ndjson")):
+        raise InputError(f"--output {args.output}: the name must end in .csv or .jsonl")
+    plot_path = Path(args.plot) if args.plot else None
+    for p in (out_path, plot_path):
+        if p is not None and not p.resolve().parent.is_dir():
+            raise InputError(f"cannot write {p}: folder {p.parent} does not exist")
+
+    total0 = time.perf_counter()
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RecordingWarning)
+        rec = read_recording(args.input, acc_unit=args.acc_unit, gyr_unit=args.gyr_unit, rate_hz=args.rate_hz,
+                             gap_s=args.gap_s)
+    read_s = time.perf_counter() - t0
+    for w in rec.warnings[:MAX_WARNINGS_SHOWN]:
+        print(f"edge replay: warning: {w}", file=sys.stderr)
+    if len(rec.warnings) > MAX_WARNINGS_SHOWN:
+        print(f"edge replay: ... and {len(rec.warnings) - MAX_WARNINGS_SHOWN} more warnings", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    model = load(args.model, engine=args.engine, threads=args.threads)
+    load_s = time.perf_counter() - t0
+    meta = model.meta
+    label = meta.get("name") or model.bundle.path
+
+    progress = None
+    if not args.no_progress:            # shown when stderr is a terminal (tqdm's disable=None)
+        from tqdm import tqdm
+
+        def progress(total):
+            return tqdm(total=total, unit="sample", unit_scale=True, file=sys.stderr, desc="replay",
+                        leave=False, disable=None, dynamic_ncols=True)
+    res = replay(rec, model, chunk=args.chunk, progress=progress, label=label)
+
+    metric = attitude_metric(rec, res)
+    write_s = plot_s = 0.0
+    columns = None
+    try:
+        if out_path is not None:
+            t0 = time.perf_counter()
+            columns = write_output(res, out_path)
+            write_s = time.perf_counter() - t0
+        if plot_path is not None:
+            t0 = time.perf_counter()
+            plot(rec, res, plot_path, f"{Path(args.input).name} · {meta.get('name') or Path(model.bundle.path).name}"
+                                      f" on {model.engine}", metric)
+            plot_s = time.perf_counter() - t0
+    except OSError as e:
+        print(f"edge replay: cannot write {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    total_s = time.perf_counter() - total0
+
+    duration = rec.duration_s
+    held_n = int(res.held.sum())
+    summary = {
+        "input": str(args.input),
+        "samples": len(rec),
+        "duration_s": duration,
+        "rate_hz": rec.rate_hz,
+        "channels": [c["name"] for c in meta["inputs"]],
+        "reference": rec.reference is not None,
+        "model": label,
+        "bundle": model.bundle.path,
+        "task": meta.get("task"),
+        "bundle_rate_hz": meta.get("sample_rate_hz"),
+        "engine": model.engine,
+        "engine_reason": model.reason,
+        "resampled": res.resampled_to_hz is not None,
+        "resampling": None if res.resampled_to_hz is None else {
+            "from_hz": rec.rate_hz, "to_hz": res.resampled_to_hz, "method": "linear",
+            "model_samples": res.model_samples,
+            "mapping": "each input sample gets the output of the latest model sample at or before its time"},
+        "gaps": len(res.gaps),
+        "resets": res.resets,
+        "held_samples": held_n,
+        "fed_samples": res.fed,
+        "warnings": list(rec.warnings),
+        "chunk": args.chunk,
+        "engine_calls": res.chunks,
+        "wall_s": total_s,
+        "replay_s": res.stream_s,
+        "read_s": read_s,
+        "load_s": load_s,
+        "warmup_s": res.warmup_s,
+        "write_s": write_s,
+        "plot_s": plot_s,
+        "engine_s": res.engine_s,
+        "us_per_sample": res.engine_s / res.fed * 1e6,
+        "realtime_factor": duration / res.engine_s if res.engine_s > 0 else None,
+        "inclination_rmse_deg": metric["inclination_rmse_deg"] if metric else None,
+        "scored_samples": metric["scored_samples"] if metric else None,
+        "metric": ("BROAD inclination RMSE in degrees over the "
+                   + ("scored (movement) samples" if rec.scored is not None else "samples")
+                   + " with a reference") if metric else None,
+        "output": str(out_path) if out_path else None,
+        "columns": columns,
+        "plot": str(plot_path) if plot_path else None,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(_text_summary(summary, rec))
+    return 0
+
+
+def _text_summary(s: dict, rec) -> str:
+    lines = []
+    extra = []
+    if rec.reference is not None:
+        extra.append("reference qw..qz")
+    if rec.scored is not None:
+        extra.append(f"{int(rec.scored.sum()):,} scored samples")
+    lines.append(f"input       {s['input']}: {s['samples']:,} samples, {s['duration_s']:.1f} s at {s['rate_hz']:.6g} Hz"
+                 + (f" ({', '.join(extra)})" if extra else ""))
+    lines.append(f"model       {s['model']} ({s['task']}) on {s['engine']} — {s['engine_reason']}")
+    if s["resampling"]:
+        r = s["resampling"]
+        lines.append(f"resampling  {r['from_hz']:.6g} Hz → {r['to_hz']:.6g} Hz (the bundle's rate; linear), "
+                     f"{r['model_samples']:,} model samples; outputs mapped back to every input sample "
+                     f"(latest model sample at or before it: no look-ahead)")
+    else:
+        rate = s["bundle_rate_hz"]
+        lines.append("resampling  none: " + (f"the recording is at the bundle's rate ({rate:.6g} Hz)" if rate
+                                             else "the bundle takes any rate"))
+    if s["gaps"] or s["held_samples"]:
+        lines.append(f"gaps        {s['gaps']} gap(s), state reset {s['resets']} time(s); "
+                     f"{s['held_samples']:,} sample(s) not fed (rows repeat the last output, held=1)")
+    else:
+        lines.append("gaps        none; every sample fed")
+    lines.append(f"replay      {_fmt_s(s['replay_s'])} wall for the stream "
+                 f"(total {_fmt_s(s['wall_s'])}: read {_fmt_s(s['read_s'])}, load {_fmt_s(s['load_s'])}"
+                 + (f", write {_fmt_s(s['write_s'])}" if s["output"] else "")
+                 + (f", plot {_fmt_s(s['plot_s'])}" if s["plot"] else "") + ")")
+    rtf = s["realtime_factor"]
+    lines.append(f"engine      {_fmt_s(s['engine_s'])} for {s['fed_samples']:,} samples in {s['engine_calls']} "
+                 f"block call(s) = {s['us_per_sample']:.2f} µs per sample; real-time factor "
+                 + (f"{rtf:,.0f}×" if rtf is not None else "-"))
+    if s["metric"]:
+        v = s["inclination_rmse_deg"]
+        lines.append("inclination " + (f"RMSE {v:.3f}°" if v is not None else "RMSE n/a")
+                     + f" over {s['scored_samples']:,} {'scored ' if rec.scored is not None else ''}samples "
+                       "with a reference (BROAD metric)")
+    if s["output"]:
+        lines.append(f"output      {s['output']}: {s['samples']:,} rows ({','.join(s['columns'])})")
+    if s["plot"]:
+        lines.append(f"plot        {s['plot']}")
+    return "\n".join(lines)
