@@ -85,6 +85,16 @@ def cmd_replay(args) -> int:
     return run(args)
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import run
+    return run(args)
+
+
+def cmd_train(args) -> int:
+    from .models.attitude_train import main as train_attitude
+    return train_attitude(args.options)
+
+
 def cmd_demo(args) -> int:
     from .models.demo import run
     return run(args)
@@ -114,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     from .replay import add_arguments as add_replay_arguments
     add_replay_arguments(r)
     r.set_defaults(func=cmd_replay)
+    e = sub.add_parser("eval", help="score a model beside the peer filters on real recordings",
+                       description="Inclination RMSE (BROAD metric; mean and worst trial) and µs per sample of our "
+                                   "bundle beside VQF, BasicVQF, Madgwick, EKF, imufusion and RIANN, computed in the same "
+                                   "run on the same samples of the BROAD test split.",
+                       epilog="examples:\n  edge eval imu-attitude\n  edge eval imu-attitude --rate 50 --peers VQF\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .evaluate import add_arguments as eval_arguments
+    eval_arguments(e)
+    e.set_defaults(func=cmd_eval)
+    t = sub.add_parser("train", help="train a shipped model from its data (needs torch)",
+                       description="Train one of the shipped models; `edge train imu-attitude --help` lists its options.")
+    t.add_argument("task", choices=["imu-attitude"], help="which model")
+    t.add_argument("options", nargs=argparse.REMAINDER, help="the task's own options (see `edge train TASK --help`)")
+    t.set_defaults(func=cmd_train)
     d = sub.add_parser("demo", help="build, export and stream each model of the zoo (needs torch)",
                        description="A tour of the zoo: builds each model, checks that its parallel and streaming "
                                    "faces agree, exports it as a bundle, and streams it on Numba and onnxruntime.")

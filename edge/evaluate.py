@@ -173,3 +173,63 @@ def format_table(results: dict, notes: Mapping[str, str] | None = None) -> str:
            (f", {rate:g} Hz" if rate else "")
     lines = [head, fmt(rows[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]]
     return "\n".join(lines)
+
+
+def bundle_estimator(bundle: str = "imu-attitude", engine: str = "auto"):
+    """An attitude bundle as an estimator `estimate(acc, gyr, rate_hz) -> quat[N, 4]`, run exactly as
+    `edge replay` runs it (resampled to the bundle's rate when the recording's differs)."""
+    from .recordings import Recording
+    from .replay import replay
+    from .runtime import load
+
+    model = load(bundle, engine=engine)
+
+    def estimate(acc, gyr, rate_hz):
+        res = replay(Recording.from_imu(acc, gyr, rate_hz=rate_hz), model)
+        return res.y[:, res.quat_index]
+
+    return model, estimate
+
+
+def add_arguments(p) -> None:
+    from . import peers
+    p.add_argument("task", choices=["imu-attitude"], help="what to evaluate (BROAD inclination error)")
+    p.add_argument("--model", default="imu-attitude", help="our bundle: a path or a shipped name (default imu-attitude)")
+    p.add_argument("--engine", choices=["auto", "numba", "onnxruntime"], default="auto")
+    p.add_argument("--data", default=None, help="BROAD folder (default: ../shared/data/broad)")
+    p.add_argument("--split", choices=["test", "train", "all"], default="test",
+                   help="which trials (default: test — report only, never tuned on)")
+    p.add_argument("--rate", type=float, default=None, metavar="HZ",
+                   help="resample every trial to HZ first (e.g. 100, 50); default: the native 285.714 Hz")
+    p.add_argument("--peers", nargs="*", default=list(peers.PEERS), metavar="NAME",
+                   help=f"peers beside ours (default: all: {' '.join(peers.PEERS)}; none: --peers)")
+    p.add_argument("--json", metavar="PATH", help="also write the per-trial results as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def run(args) -> int:
+    import json
+    import platform
+    import time
+
+    from . import peers
+    from .recordings import broad_root
+
+    unknown = [p for p in args.peers if p not in peers.PEERS]
+    if unknown:
+        raise SystemExit(f"edge eval: unknown peer(s) {', '.join(unknown)}; known: {', '.join(peers.PEERS)}")
+    trials = broad_trials(broad_root(args.data), args.split)
+    model, ours = bundle_estimator(args.model, args.engine)
+    label = f"edge {model.meta.get('name') or args.model} ({model.engine})"
+    estimators = {label: ours, **{name: peers.PEERS[name].estimate for name in args.peers}}
+    notes = {label: "ours, causal", **{n: peers.PEERS[n].note for n in args.peers}}
+    start = time.perf_counter()
+    results = evaluate_attitude(estimators, trials, rate_hz=args.rate, progress=not args.no_progress)
+    print(f"BROAD {args.split} split ({len(trials)} trials): " + format_table(results, notes))
+    print("versions: " + ", ".join(f"{k} {v or 'missing'}" for k, v in peers.versions().items()))
+    print(f"wall {time.perf_counter() - start:.0f} s on {platform.machine()}, Python {platform.python_version()}; "
+          "µs per sample: wall clock around each whole call, Python overhead included")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=float)
+    return 0

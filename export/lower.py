@@ -10,6 +10,7 @@ from torch import nn
 
 from edge.models import (GRU, LIF, LMU, LSTM, S4D, Activation, CausalConv1d, ChannelNorm, ClassifierHead,
                          ForecastHead, Pointwise, QuaternionHead, RecurrentLMU, Residual, SpikingLMU, Stack)
+from edge.models.attitude import FILTER_STATE, AttitudeFilter, LearnedAttitude
 
 
 class ExportError(ValueError):
@@ -130,6 +131,29 @@ def _memory(p, u, memory, path, state):
                   a=p.weight(path, "A_bar", memory.A_bar), b=p.weight(path, "B_bar", memory.B_bar))
 
 
+def _attitude_filter(p, x, m: AttitudeFilter, state):
+    """-> (q register, gravity register)."""
+    states = {f"state_{k}": p.add_state(state + k, [n]) for k, n in FILTER_STATE.items()}
+    gravity = p.register(3)
+    q = p.emit("attitude_filter", 4, **{"in": x}, gravity=gravity, **states, **m.constants())
+    return q, gravity
+
+
+def _learned_attitude(p, x, m: LearnedAttitude, path, state):
+    q, gravity = _attitude_filter(p, x, m.filter, state + "filter.")
+    features = p.emit("concat", 9, ins=[x, gravity])
+    features = p.emit("affine", 9, **{"in": features}, scale=p.weight(path, "feature_scale", m.feature_scale),
+                      shift=p.weight(path, "feature_shift", np.zeros(9, np.float32)))
+    h = _lower(p, m.gru, features, f"{path}/gru", state + "gru.")
+    # r = max · tanh(W h / max + b / max): the 1/max folded into the dense, the max an affine
+    lin, limit = m.correction, m.max_correction
+    r = p.emit("dense", 3, **{"in": h}, weight=p.weight(path, "correction_weight", lin.weight.double() / limit),
+               bias=p.weight(path, "correction_bias", lin.bias.double() / limit), act="tanh")
+    r = p.emit("affine", 3, **{"in": r}, scale=p.weight(path, "correction_limit", np.full(3, limit, np.float32)),
+               shift=p.weight(path, "correction_shift", np.zeros(3, np.float32)))
+    return p.emit("tilt_correct", 4, q=q, r=r)
+
+
 def _lower(p: Program, m: nn.Module, x: str, path: str, state: str) -> str:
     sub = (lambda name: f"{path}/{name}" if path else name)  # "/": torch buffer names cannot hold "."
     if isinstance(m, Stack):
@@ -206,6 +230,11 @@ def _lower(p: Program, m: nn.Module, x: str, path: str, state: str) -> str:
         cat = p.emit("concat", _size(p, ms) + _size(p, x), ins=[ms, x])
         h = _affine(p, _dense(p, cat, m.hidden, sub("hidden")), m.hidden_norm.bn, sub("hidden_norm/bn"))
         return _lif(p, h, m.hidden_lif, state + "h.")
+    if isinstance(m, AttitudeFilter):
+        q, gravity = _attitude_filter(p, x, m, state)
+        return p.emit("concat", 7, ins=[q, gravity])
+    if isinstance(m, LearnedAttitude):
+        return _learned_attitude(p, x, m, path, state)
     if isinstance(m, QuaternionHead):
         return p.emit("l2norm", 4, **{"in": _dense(p, x, m.linear, sub("linear"))})
     if isinstance(m, ForecastHead):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.models.activations import ACTIVATIONS
+from edge.models.attitude import FILTER_STATE, attitude_filter_step, tilt_correct
 
 
 class ProgramModule(nn.Module):
@@ -86,6 +87,15 @@ class ProgramModule(nn.Module):
             elif kind == "running_mean":
                 total, count = state[op["state_sum"]] + regs[op["in"]], state[op["state_count"]] + 1
                 state[op["state_sum"]], state[op["state_count"]], regs[op["out"]] = total, count, total / count
+            elif kind == "attitude_filter":
+                x_in = regs[op["in"]]
+                q, gravity, s = attitude_filter_step(op, {k: state[op[f"state_{k}"]] for k in FILTER_STATE},
+                                                     x_in[:, :3], x_in[:, 3:6])
+                for k in FILTER_STATE:
+                    state[op[f"state_{k}"]] = s[k]
+                regs[op["out"]], regs[op["gravity"]] = q, gravity
+            elif kind == "tilt_correct":
+                regs[op["out"]] = tilt_correct(regs[op["q"]], regs[op["r"]])
             else:
                 raise ValueError(f"unknown op {kind!r}")
         return (regs[self.program["output"]], *(state[spec["name"]] for spec in self.state_spec))
