@@ -272,11 +272,33 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     ok = src >= 0
     y[ok] = Y[src[ok]]
     held = ~fed_in | ~fed_m[j]
+    if resampled_to is not None:
+        carry_orientation(y, meta, x_in, rec.t - t_m[j], ok & ~held)
     stream_s = time.perf_counter() - start
     return ReplayResult(t=rec.t, y=y, held=held, output_names=[str(o["name"]) for o in meta["outputs"]],
                         quat_index=quaternion_columns(meta), fed=F, model_samples=m, resets=len(reset_at),
                         gaps=gaps, resampled_to_hz=resampled_to, engine_s=engine, stream_s=stream_s,
                         warmup_s=warmup, chunks=calls)
+
+
+def carry_orientation(y, meta, x, lag_s, rows) -> None:
+    """Rule for quaternion outputs of a resampled replay: the latest model sample lies up to one model
+    step before the input time; carry its orientation over that remaining `lag_s` with the input's own
+    gyro sample, q ⊗ exp(ω·lag). Causal (it uses the current sample only) and it removes the lag that
+    otherwise costs ω·dt of error in fast motion."""
+    import numpy as np
+
+    from .attitude import quat_from_rotvec, quat_multiply, quat_normalize
+
+    q_cols = quaternion_columns(meta)
+    names = [str(c["name"]).lower() for c in meta["inputs"]]
+    gyr = [names.index(g) for g in ("gyr_x", "gyr_y", "gyr_z") if g in names]
+    units = {str(c.get("unit", "")) for c in meta["inputs"] if str(c["name"]).lower().startswith("gyr")}
+    if q_cols is None or len(gyr) != 3 or units != {"rad/s"}:
+        return
+    q = y[rows][:, q_cols].astype(np.float64)
+    turn = quat_from_rotvec(x[rows][:, gyr].astype(np.float64) * lag_s[rows, None])
+    y[np.ix_(rows, q_cols)] = quat_normalize(quat_multiply(q, turn)).astype(np.float32)
 
 
 def roll_pitch(res: ReplayResult):

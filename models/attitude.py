@@ -46,9 +46,12 @@ def quat_conj(q):
 
 
 def quat_exp(r):
-    """The unit quaternion of rotation vector r (..., 3): [cos(|r|/2), sin(|r|/2)·r/|r|], safe at 0."""
+    """The unit quaternion of rotation vector r (..., 3): [cos(|r|/2), sin(|r|/2)·r/|r|].
+
+    Near 0 the Taylor form 1/2 − |r|²/48 keeps the gradient right (it is 1/2 at r = 0, where the
+    quotient's would be 0: a zero-initialised correction would never start learning)."""
     angle = r.norm(dim=-1, keepdim=True)
-    factor = torch.sin(angle / 2) / angle.clamp_min(1e-12)
+    factor = torch.where(angle < 1e-3, 0.5 - angle * angle / 48, torch.sin(angle / 2) / angle.clamp_min(1e-3))
     return torch.cat([torch.cos(angle / 2), r * factor], -1)
 
 

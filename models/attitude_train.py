@@ -134,14 +134,16 @@ def main(argv=None) -> int:
     print(f"BROAD training trials: {len(train)} to train on, {len(val)} held out ({', '.join(VALIDATION)}); "
           "the test trials are not read")
 
-    grid = [dict(tau_acc=tau, k_bias=kb) for tau in (2.0, 3.0, 4.0) for kb in (0.0, 0.01, 0.02)]
+    grid = [dict(tau_acc=tau, k_bias=kb, rest_gyr=rg) for tau in (2.5, 3.0, 3.5) for kb in (0.01, 0.02, 0.03, 0.05)
+            for rg in (0.02, 0.035)]
     scores = []
     for cfg in grid:
         scores.append(filter_score(cfg, train))
-        print(f"  filter τ_acc={cfg['tau_acc']:.1f} s, k_bias={cfg['k_bias']:.2f}: {scores[-1]:.3f}° mean on training trials")
+        print(f"  filter τ_acc={cfg['tau_acc']:.1f} s, k_bias={cfg['k_bias']:.2f}, rest below {cfg['rest_gyr']} rad/s: "
+              f"{scores[-1]:.3f}° mean on training trials")
     config = grid[int(np.argmin(scores))]
     model = LearnedAttitude(RATE, hidden=args.hidden, **config)
-    print(f"filter: τ_acc={config['tau_acc']} s, k_bias={config['k_bias']}; "
+    print(f"filter: {config}; "
           f"{count_parameters(model):,} parameters in the correction")
 
     data = [dict(t) for t in train]
