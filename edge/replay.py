@@ -13,7 +13,10 @@ What it does, in order:
 3. If the bundle has a ``sample_rate_hz`` and the recording's rate differs from it by more than
    0.5 %, resamples the inputs to the bundle's rate (linear interpolation, `resample`) and maps each
    output back to each input sample: the output of the latest model sample **at or before** the
-   input sample's time, so no output looks ahead.
+   input sample's time, so no output looks ahead. A quaternion output is then carried over the
+   remaining fraction of a model step with the input sample's own gyro reading (q ⊗ exp(ω·lag)),
+   which keeps it causal and removes up to one model step of lag (BROAD test split at 100 Hz:
+   1.03° without this rule, 0.75° with it).
 4. Streams the fed samples through the engine in ``--chunk`` samples per `Model.block` call, one
    stream, with a progress bar on stderr. Only the engine calls are timed ("engine time",
    "µs per sample", "real-time factor"); the replay wall time covers the whole streaming stage.
