@@ -57,13 +57,23 @@ For comparison the float32 libm forms (``*_x``) are within 1e-7 (tanh, sigmoid).
 steps of an LSTM+GRU or an LMU+S4D stack the engine stays within 1e-4 * max(1, |y|) of float32
 torch (tests). The ``*_x`` forms are used for every op whose output can reach a LIF input (so
 spike decisions never see an approximation) and everywhere with ``fast_math=False``.
+
+The attitude ops (``attitude_filter``, ``tilt_correct``) are plain float32 scalar code with no
+fastmath and the libm sin/cos/atan2 and exact sqrt, written in the order of operations of
+models/attitude.py (see the section "attitude" below). Given the same four functions they equal
+float32 torch bit for bit; against torch itself (SLEEF/MKL transcendentals, an MKL ``torch.sqrt``
+that is not correctly rounded) they stay within ~2e-6 over 10,000 steps of a real recording
+(tests/test_numba_attitude.py).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from llvmlite import ir as _llvm_ir
 from numba import njit
+from numba.core import types as _nb_types
+from numba.extending import intrinsic
 
 F32 = np.float32
 FM = {"contract", "nsz"}      # see "Precision" above: never 'reassoc'
@@ -75,7 +85,7 @@ MIN_LANES = 16               # narrower groups run one stream at a time
 # arithmetic stops LLVM from vectorising the kernels)
 H_NOPS, H_ROWS, H_SBASE, H_SSIZE, H_XROW, H_C, H_YROW, H_O, H_OPS, H_WS0, H_LANES = range(11)
 HEADER = 16
-REC = 12                      # int64 words per micro-op record: opcode + up to 11 fields
+REC = 16                      # int64 words per micro-op record: opcode + up to 15 fields
 
 OP_COPY = 1      # dst, src, n                                   rows dst[:n] = src[:n]
 OP_SCOPY = 2     # dst, src, nblk, blen, dstride, sstride        strided block copy
@@ -91,6 +101,8 @@ OP_GRU = 11      # gi [3H], gh [3H], h, out, H, exact            gi = W_ih x + b
 OP_S4D = 12      # u, xr, xi, out, H, N, par (6 x [H,N]: ar ai br bi cr ci), d, exact, tmp
 OP_LIF = 13      # in, v, out, n, tau [n], thr [n]
 OP_RMEAN = 14    # in, sum, count, out, n
+OP_ATTITUDE = 15  # in [6], out [4], gravity [3], consts [13], q, bias, x1, x2, y1, y2, gyr_lp, acc_lp, rest, started
+OP_TILT = 16     # q [4], r [3], out [4]                          out = normalise(q ⊗ exp(r))
 
 ACT_IDENTITY, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_GELU = 0, 1, 2, 3, 4
 ACT_TANH_X, ACT_SIGMOID_X, ACT_GELU_X = 5, 6, 7   # exact libm forms
@@ -102,6 +114,8 @@ _ONE = F32(1.0)
 _HALF = F32(0.5)
 _TWO = F32(2.0)
 _SQRT1_2 = F32(0.7071067811865476)
+_EPS12 = F32(1e-12)   # the clamp_min guards of models/attitude.py, as torch rounds them (float32)
+_EPS24 = F32(1e-24)
 
 # tanh: Eigen's generic_fast_tanh_float coefficients (odd numerator / even denominator)
 _T_CLAMP = F32(7.90531110763549805)
@@ -676,6 +690,227 @@ def s4d_rows(ws, wts, u, xr, xi, out, H, N, par, dd, tmp, L, exact):
     act_inplace(ws, out * L, H * L, ACT_GELU_X if exact else ACT_GELU)
 
 
+# ---- attitude: the quaternion filter of models/attitude.py, per stream ----------------------
+# Plain float32 scalar code, one lane at a time (three libm calls per step do not vectorise),
+# written to round exactly like the torch reference: no fastmath (no contraction, no
+# reassociation), every sum left to right as torch evaluates the expression, the scalar constants
+# rounded to float32 (as torch casts a Python float for a float32 tensor), ``clamp_min`` as
+# ``m if v < m else v`` (NaN propagates). Norms follow torch's float32 CPU reduction over a last
+# dimension of 3 or 4 (measured on its AVX2 kernels): three elements are an FMA chain
+# ``fma(z, z, fma(y, y, x·x))``, four are ``((x·x + y·y) + z·z) + w·w`` with every product rounded.
+# sin/cos/atan2 are the libm float32 calls and sqrt is exact (IEEE): torch's float32 sin/cos/atan2
+# (SLEEF/MKL) and its MKL ``torch.sqrt`` (not correctly rounded: ~1 argument in 5 is 1 ulp off)
+# differ by an ulp now and then; with those four replaced, torch and this code agree bit for bit.
+# Quaternions are (w, x, y, z) tuples; quat_mul and quat_rotate are inlined (numba IR) for speed.
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """a·b + c in float32 with one rounding (llvm.fma.f32)."""
+    f32 = _nb_types.float32
+    if a != f32 or b != f32 or c != f32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        f = _llvm_ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f], _llvm_ir.FunctionType(f, [f, f, f]))
+        return builder.call(fn, args)
+
+    return f32(f32, f32, f32), codegen
+
+
+@njit(cache=True, error_model="numpy")
+def clamp_min(v, m):
+    return m if v < m else v
+
+
+@njit(cache=True, error_model="numpy")
+def norm3(a, b, c):
+    return math.sqrt(fma32(c, c, fma32(b, b, a * a)))
+
+
+@njit(cache=True, error_model="numpy")
+def norm4(a, b, c, d):
+    return math.sqrt(a * a + b * b + c * c + d * d)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def quat_mul(a, b):
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return (aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def quat_rotate(q, v):
+    """R(q)·v, term by term as models/attitude.py writes it."""
+    w, x, y, z = q
+    v0, v1, v2 = v
+    return ((_ONE - _TWO * (y * y + z * z)) * v0 + _TWO * (x * y - w * z) * v1 + _TWO * (x * z + w * y) * v2,
+            _TWO * (x * y + w * z) * v0 + (_ONE - _TWO * (x * x + z * z)) * v1 + _TWO * (y * z - w * x) * v2,
+            _TWO * (x * z - w * y) * v0 + _TWO * (y * z + w * x) * v1 + (_ONE - _TWO * (x * x + y * y)) * v2)
+
+
+@njit(cache=True, error_model="numpy")
+def quat_conj(q):
+    return (q[0], -q[1], -q[2], -q[3])
+
+
+@njit(cache=True, error_model="numpy")
+def quat_exp(r):
+    """[cos(|r|/2), sin(|r|/2)·r/max(|r|, 1e-12)]."""
+    angle = norm3(r[0], r[1], r[2])
+    half = angle / _TWO
+    f = math.sin(half) / clamp_min(angle, _EPS12)
+    return (math.cos(half), r[0] * f, r[1] * f, r[2] * f)
+
+
+@njit(cache=True, error_model="numpy")
+def level_to_up(n):
+    """[c, n_y/(2c), −n_x/(2c), 0], c = √max((1 + n_z)/2, 1e-12)."""
+    c = math.sqrt(clamp_min((_ONE + n[2]) / _TWO, _EPS12))
+    c2 = _TWO * c
+    return (c, n[1] / c2, -n[0] / c2, _ZERO)
+
+
+@njit(cache=True, error_model="numpy")
+def _unit3(v):
+    m = clamp_min(norm3(v[0], v[1], v[2]), _EPS12)
+    return (v[0] / m, v[1] / m, v[2] / m)
+
+
+@njit(cache=True, error_model="numpy")
+def _get3(V, l):
+    return (V[0, l], V[1, l], V[2, l])
+
+
+@njit(cache=True, error_model="numpy")
+def _put3(V, l, v):
+    V[0, l] = v[0]
+    V[1, l] = v[1]
+    V[2, l] = v[2]
+
+
+@njit(cache=True, error_model="numpy")
+def _lerp3(s, k, v):
+    """s + k·(v − s), per component."""
+    return (s[0] + k * (v[0] - s[0]), s[1] + k * (v[1] - s[1]), s[2] + k * (v[2] - s[2]))
+
+
+@njit(cache=True, error_model="numpy")
+def attitude_rows(ws, wts, xin, qo, go, cst, sq, sb, sx1, sx2, sy1, sy2, sgl, sal, srs, sst, L):
+    """models/attitude.py ``attitude_filter_step`` for each of the L lanes. x = [acc; gyr];
+    out = q; gravity = R(q)ᵀẑ; the ten state rows are read, then written, lane by lane (so any
+    overlap of the registers is harmless). consts: dt b0 b1 b2 a1 a2 k_rest k_bias_rest rest_gyr
+    rest_acc rest_time k_bias, and 3·rest_gyr (rounded from float64, as torch does)."""
+    X = ws[xin * L:(xin + 6) * L].reshape((6, L))
+    Q = ws[qo * L:(qo + 4) * L].reshape((4, L))
+    G = ws[go * L:(go + 3) * L].reshape((3, L))
+    SQ = ws[sq * L:(sq + 4) * L].reshape((4, L))
+    SB = ws[sb * L:(sb + 3) * L].reshape((3, L))
+    SX1 = ws[sx1 * L:(sx1 + 3) * L].reshape((3, L))
+    SX2 = ws[sx2 * L:(sx2 + 3) * L].reshape((3, L))
+    SY1 = ws[sy1 * L:(sy1 + 3) * L].reshape((3, L))
+    SY2 = ws[sy2 * L:(sy2 + 3) * L].reshape((3, L))
+    SGL = ws[sgl * L:(sgl + 3) * L].reshape((3, L))
+    SAL = ws[sal * L:(sal + 3) * L].reshape((3, L))
+    SRS = ws[srs * L:(srs + 1) * L]
+    SST = ws[sst * L:(sst + 1) * L]
+    C = wts[cst:cst + 13]
+    dt, b0, b1, b2, a1, a2 = C[0], C[1], C[2], C[3], C[4], C[5]
+    k_rest, k_bias_rest, rest_gyr, rest_acc, rest_time, k_bias = C[6], C[7], C[8], C[9], C[10], C[11]
+    rest_gyr3 = C[12]
+    for l in range(L):
+        acc = (X[0, l], X[1, l], X[2, l])
+        gyr = (X[3, l], X[4, l], X[5, l])
+        if SST[l] < _HALF:  # fresh: the first sample levels the filter from the accelerometer
+            up = level_to_up(_unit3(acc))  # (torch computes it every step, and keeps it only here)
+            q = up
+            a_up = quat_rotate(up, acc)
+            x1 = a_up
+            x2 = a_up
+            y1 = a_up
+            y2 = a_up
+            acc_lp = acc
+        else:
+            q = (SQ[0, l], SQ[1, l], SQ[2, l], SQ[3, l])
+            x1 = _get3(SX1, l)
+            x2 = _get3(SX2, l)
+            y1 = _get3(SY1, l)
+            y2 = _get3(SY2, l)
+            acc_lp = _get3(SAL, l)
+        bias = _get3(SB, l)
+
+        # rest detection; the gyro reads its bias at rest
+        gyr_lp = _lerp3(_get3(SGL, l), k_rest, gyr)
+        acc_lp = _lerp3(acc_lp, k_rest, acc)
+        still = (norm3(gyr_lp[0] - bias[0], gyr_lp[1] - bias[1], gyr_lp[2] - bias[2]) < rest_gyr) \
+            & (norm3(acc[0] - acc_lp[0], acc[1] - acc_lp[1], acc[2] - acc_lp[2]) < rest_acc) \
+            & (norm3(gyr[0] - gyr_lp[0], gyr[1] - gyr_lp[1], gyr[2] - gyr_lp[2]) < rest_gyr3)
+        rest = SRS[l] + dt if still else _ZERO
+        if rest > rest_time:
+            bias = _lerp3(bias, k_bias_rest, gyr_lp)
+
+        # strapdown integration
+        q = quat_mul(q, quat_exp(((gyr[0] - bias[0]) * dt, (gyr[1] - bias[1]) * dt, (gyr[2] - bias[2]) * dt)))
+        m = norm4(q[0], q[1], q[2], q[3])
+        q = (q[0] / m, q[1] / m, q[2] / m, q[3] / m)
+        ae = quat_rotate(q, acc)
+        y = (b0 * ae[0] + b1 * x1[0] + b2 * x2[0] - a1 * y1[0] - a2 * y2[0],
+             b0 * ae[1] + b1 * x1[1] + b2 * x2[1] - a1 * y1[1] - a2 * y2[1],
+             b0 * ae[2] + b1 * x1[2] + b2 * x2[2] - a1 * y1[2] - a2 * y2[2])
+        x2 = x1
+        x1 = ae
+        y2 = y1
+        y1 = y
+
+        # tilt so that the filtered acceleration points up; the filter memory turns with it
+        n = _unit3(y)
+        d = level_to_up(n)
+        q = quat_mul(d, q)
+        x1 = quat_rotate(d, x1)
+        x2 = quat_rotate(d, x2)
+        y1 = quat_rotate(d, y1)
+        y2 = quat_rotate(d, y2)
+        horizontal = math.sqrt(clamp_min(n[0] * n[0] + n[1] * n[1], _EPS24))
+        aps = math.atan2(horizontal, n[2]) / horizontal
+        qc = quat_conj(q)
+        corr = quat_rotate(qc, (n[1] * aps, -n[0] * aps, _ZERO * aps))
+        bias = (bias[0] - k_bias * corr[0], bias[1] - k_bias * corr[1], bias[2] - k_bias * corr[2])
+        grav = quat_rotate(qc, (_ZERO, _ZERO, _ONE))
+
+        for k in range(4):
+            Q[k, l] = q[k]
+            SQ[k, l] = q[k]
+        _put3(G, l, grav)
+        _put3(SB, l, bias)
+        _put3(SX1, l, x1)
+        _put3(SX2, l, x2)
+        _put3(SY1, l, y1)
+        _put3(SY2, l, y2)
+        _put3(SGL, l, gyr_lp)
+        _put3(SAL, l, acc_lp)
+        SRS[l] = rest
+        SST[l] = _ONE
+
+
+@njit(cache=True, error_model="numpy")
+def tilt_rows(ws, qi, ri, out, L):
+    """models/attitude.py ``tilt_correct``: out = normalise(q ⊗ exp(r)), lane by lane (q and r
+    are read before out is written)."""
+    Q = ws[qi * L:(qi + 4) * L].reshape((4, L))
+    R = ws[ri * L:(ri + 3) * L].reshape((3, L))
+    Y = ws[out * L:(out + 4) * L].reshape((4, L))
+    for l in range(L):
+        q = quat_mul((Q[0, l], Q[1, l], Q[2, l], Q[3, l]), quat_exp((R[0, l], R[1, l], R[2, l])))
+        m = norm4(q[0], q[1], q[2], q[3])
+        Y[0, l] = q[0] / m
+        Y[1, l] = q[1] / m
+        Y[2, l] = q[2] / m
+        Y[3, l] = q[3] / m
+
+
 # ---- the interpreter --------------------------------------------------------------------------
 @njit(cache=True, error_model="numpy")
 def exec_ops(prog, wts, ws, L):
@@ -728,6 +963,11 @@ def exec_ops(prog, wts, ws, L):
             lif_rows(ws, wts, a1, a2, a3, a4, L, a5, a6)
         elif code == OP_RMEAN:
             rmean_rows(ws, a1, a2, a3, a4, a5, L)
+        elif code == OP_ATTITUDE:
+            attitude_rows(ws, wts, a1, a2, a3, a4, a5, a6, a7, prog[p + 8], prog[p + 9], prog[p + 10],
+                          prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14], L)
+        elif code == OP_TILT:
+            tilt_rows(ws, a1, a2, a3, L)
         p += REC
 
 

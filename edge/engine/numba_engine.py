@@ -33,8 +33,15 @@ WORKSPACE_BYTES = 1 << 20  # cap on the chunk workspace (rows x lanes x 4 B); la
 _OUT_CACHE = 16  # output arrays kept per call kind (one per shape); more shapes start it afresh
 
 SUPPORTED_OPS = ("dense", "affine", "act", "add", "concat", "glu", "l2norm", "lstm", "gru",
-                 "lmu_memory", "recurrent_lmu", "s4d", "lif", "conv", "running_mean")
+                 "lmu_memory", "recurrent_lmu", "s4d", "lif", "conv", "running_mean", "attitude_filter",
+                 "tilt_correct")
 ACTIVATIONS = tuple(K.ACT_CODES)
+# attitude_filter: its scalar constants (op fields, numbers) and its state fields with their sizes
+ATTITUDE_CONSTANTS = ("dt", "b0", "b1", "b2", "a1", "a2", "k_rest", "k_bias_rest", "rest_gyr", "rest_acc",
+                      "rest_time", "k_bias")
+ATTITUDE_STATE = (("state_q", 4), ("state_bias", 3), ("state_x1", 3), ("state_x2", 3), ("state_y1", 3),
+                  ("state_y2", 3), ("state_gyr_lp", 3), ("state_acc_lp", 3), ("state_rest", 1),
+                  ("state_started", 1))
 
 
 class UnsupportedOp(ValueError):
@@ -126,8 +133,8 @@ class _Builder:
         nothing (an LMU's [m; x] costs no copy). Everything else gets its own aligned rows."""
         writers: dict = {}
         for i, op in enumerate(ops):
-            if isinstance(op.get("out"), str):
-                writers.setdefault(op["out"], []).append(i)
+            for n in self._outputs(op):
+                writers.setdefault(n, []).append(i)
         parent: dict = {}   # register -> (concat output register, row offset inside it)
         for i, op in enumerate(ops):
             ins, dst = op.get("ins"), op.get("out")
@@ -277,7 +284,15 @@ class _Builder:
             return list(ins) if isinstance(ins, list) else []
         if op["op"] == "add":
             return [op.get("a"), op.get("b")]
+        if op["op"] == "tilt_correct":
+            return [op.get("q"), op.get("r")]
         return [op.get("in")]
+
+    @staticmethod
+    def _outputs(op):
+        """The registers an op writes (named by strings; the op's own checks refuse the rest)."""
+        outs = [op.get("out")] + ([op.get("gravity")] if op["op"] == "attitude_filter" else [])
+        return [n for n in outs if isinstance(n, str)]
 
     def _check_dataflow(self, ops):
         """Every register an op reads must have been written earlier in the same step (or be x):
@@ -287,8 +302,7 @@ class _Builder:
             for n in self._inputs(op):
                 if isinstance(n, str) and n in self.reg_len and n not in written:
                     raise ProgramError(f"op {i} ({op['op']}): reads register {n!r} before any op writes it")
-            if isinstance(op.get("out"), str):
-                written.add(op["out"])
+            written.update(self._outputs(op))
         if self.output not in written:
             raise ProgramError(f"program.output {self.output!r} is never written")
 
@@ -306,7 +320,7 @@ class _Builder:
             changed = False
             for i in range(len(ops) - 1, -1, -1):
                 op = ops[i]
-                if op["op"] != "lif" and op.get("out") in critical and i not in exact:
+                if op["op"] != "lif" and i not in exact and any(n in critical for n in self._outputs(op)):
                     exact.add(i)
                     critical.update(n for n in ins(op) if isinstance(n, str))
                     changed = True
@@ -539,6 +553,31 @@ class _Builder:
         row, temp = self._out_row(dst, [src], same_ok=True)
         self._emit(K.OP_RMEAN, self.reg_row[src], sm, cnt, row, n)
         self._finish(dst, row, temp)
+
+    def _op_attitude_filter(self, op, exact):
+        """models/attitude.py attitude_filter_step; always exact (libm sin/cos/atan2, no fastmath)."""
+        src = self._reg(op, "in", 6)
+        dst = self._reg(op, "out", 4)
+        grav = self._reg(op, "gravity", 3)  # (never out: their lengths differ)
+        c = {}
+        for key in ATTITUDE_CONSTANTS:
+            v = self._field(op, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(v)):
+                self._err(f"{key}: expected a finite number, got {v!r}")
+            c[key] = float(v)
+        # float32 as torch rounds a Python float for a float32 tensor; 3·rest_gyr in float64 first
+        consts = np.array([c[k] for k in ATTITUDE_CONSTANTS] + [3.0 * c["rest_gyr"]], np.float32)
+        rows = [self._state(op, key, n)[1] for key, n in ATTITUDE_STATE]
+        self._emit(K.OP_ATTITUDE, self.reg_row[src], self.reg_row[dst], self.reg_row[grav], self._put(consts),
+                   *rows)
+
+    def _op_tilt_correct(self, op, exact):
+        """models/attitude.py tilt_correct: out = normalise(q ⊗ exp(r))."""
+        q = self._reg(op, "q", 4)
+        r = self._reg(op, "r", 3)
+        dst = self._reg(op, "out", 4)
+        self._emit(K.OP_TILT, self.reg_row[q], self.reg_row[r], self.reg_row[dst])
 
     # ---- packing ----------------------------------------------------------------------------
     def pack(self):
