@@ -6,6 +6,7 @@ BROAD training trials (the 11 test trials are never read), then export the shipp
 2. Augmented copies of the training trials (random IMU-frame rotations, gyro bias, noise, and copies
    decimated to 50–100 Hz then interpolated back, as the runtime does for slow recordings) are run
    through the tuned filter once.
+   Simulated recordings with exact truth (`--synthetic`, edge.firmware_sim.imu) are added to them.
 3. The GRU correction is trained on random windows of those copies (burn-in unscored), with early
    stopping on 4 held-out training trials.
 """
@@ -84,6 +85,16 @@ def augment(trial, rng):
             "quat": quat, "scored": trial["scored"]}
 
 
+def simulated(seed, rng):
+    """A simulated IMU with exact truth (firmware_sim): rests, rotation and translation at random
+    intensities, and BROAD-like sensor errors."""
+    from edge.firmware_sim.imu import synthetic_imu
+    rec = synthetic_imu(120.0, rate_hz=RATE, seed=1000 + seed, rests=3, rot_intensity=rng.uniform(0.5, 2.0),
+                        lin_intensity=rng.uniform(0.5, 3.0))
+    return {"name": f"synthetic{seed}", "x": rec.x.astype(np.float32), "quat": rec.reference,
+            "scored": np.ones(len(rec.x), bool)}
+
+
 def inclination_loss(q_est, q_ref):
     """Mean squared inclination error (deg²) over rows with a reference; smooth at zero error."""
     e = quat_mul(q_est, quat_conj(q_ref))
@@ -116,6 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--steps-per-epoch", type=int, default=60)
     ap.add_argument("--copies", type=int, default=3, help="augmented copies of each training trial")
+    ap.add_argument("--synthetic", type=int, default=4, help="simulated 2-minute recordings added to training")
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--window", type=int, default=1536, help="training window, samples")
     ap.add_argument("--burn-in", type=int, default=512, help="unscored samples at each window's start")
@@ -149,6 +161,7 @@ def main(argv=None) -> int:
     data = [dict(t) for t in train]
     for _ in range(args.copies):
         data += [augment(t, rng) for t in train]
+    data += [simulated(seed, rng) for seed in range(args.synthetic)]
     for t in data + val:
         t["filtered"] = run_filter(model.filter, t["x"])
     filter_val = np.mean([inclination_rmse(t["filtered"][:, :4], t["quat"], t["scored"]) for t in val])
