@@ -10,7 +10,9 @@ import torch
 
 import edge
 from edge.attitude import inclination_rmse
+from edge.engine.numba_engine import NumbaExecutor
 from edge.export import export_bundle
+from edge.export.lower import lower
 from edge.firmware_sim.imu import synthetic_imu
 from edge.models import Stack, unroll
 from edge.models.attitude import AttitudeFilter, LearnedAttitude
@@ -52,12 +54,14 @@ def test_filter_tracks_a_simulated_imu():
     """Exact truth from the simulator: inclination within a degree with realistic sensor errors,
     and the rest-detected bias close to the drawn one."""
     rec = synthetic_imu(120.0, rate_hz=RATE, seed=3, rests=[(0.0, 10.0), (60.0, 70.0)], initial="level")
-    f = Stack(AttitudeFilter(RATE))
-    with torch.no_grad():
-        y, state = f(torch.from_numpy(rec.x.astype(np.float32))[None])
-    err = inclination_rmse(y[0, :, :4].double().numpy(), rec.reference)
+    program, weights, spec = lower(Stack(AttitudeFilter(RATE)).eval(), 6)  # the engine: ≡ torch, tested above
+    ex = NumbaExecutor(program, weights, spec)
+    state = ex.init_state(1)
+    y = ex.block(rec.x.astype(np.float32)[:, None], state)[:, 0]
+    err = inclination_rmse(y[:, :4].astype(np.float64), rec.reference)
     assert err < 1.0, f"{err:.2f}° on a simulated IMU"
-    bias_error = np.abs(state["0.bias"][0].numpy() - rec.meta["gyr_bias"]).max()
+    (offset, shape), = [(o, s) for name, o, s in ex.state_layout if name == "0.bias"]
+    bias_error = np.abs(state[0, offset:offset + 3] - rec.meta["gyr_bias"]).max()
     assert bias_error < 0.005, f"gyro bias off by {bias_error:.4f} rad/s (drawn {rec.meta['gyr_bias']})"
 
 
