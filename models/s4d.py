@@ -17,6 +17,24 @@ from .lmu import causal_fft_conv
 SSM_OPTIM = {"weight_decay": 0.0, "lr_scale": 0.1}  # SSM dynamics: no decay, 10x lower learning rate
 
 
+def _exact_powers(A, l):
+    """A^l for real exponents l: |A|^l·e^(i·l·arg A) from real exp/cos/sin (complex pow is ~20x slower)."""
+    magnitude, phase = torch.exp(torch.log(A.abs())[..., None] * l), A.angle()[..., None] * l
+    return torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+
+
+def vandermonde(A, L: int, block: int = 128):
+    """[A^0, A^1, ..., A^(L-1)] along a new last axis, complex128. Transcendentals only for the first
+    `block` powers and for multiples of `block`; the rest is one complex product each, A^(kb)·A^j,
+    both factors exact to rounding."""
+    b = min(block, L)
+    k = -(-L // b)
+    dt = torch.float64
+    inner = _exact_powers(A, torch.arange(b, dtype=dt, device=A.device))                # (..., b)
+    outer = _exact_powers(A, b * torch.arange(k, dtype=dt, device=A.device))            # (..., k)
+    return (outer[..., :, None] * inner[..., None, :]).flatten(-2)[..., :L]
+
+
 class S4D(nn.Module):
     def __init__(self, channels: int, state_size: int = 64, init: str = "lin",
                  dt_min: float = 1e-3, dt_max: float = 1e-1):
@@ -75,10 +93,7 @@ class S4D(nn.Module):
     def forward(self, u, state=None):  # u: (B, T, H) -> y: (B, T, H)
         T = u.shape[1]
         A_bar, B_bar, C = self.discrete()
-        # Ā^l = |Ā|^l·e^(i·l·arg Ā) from vectorised real exp/cos/sin (complex pow and polar are 10-20x slower)
-        l = torch.arange(T + 1, dtype=torch.float64, device=u.device)
-        magnitude, phase = torch.exp(torch.log(A_bar.abs())[..., None] * l), A_bar.angle()[..., None] * l
-        powers = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))  # (H, N, T+1)
+        powers = vandermonde(A_bar, T + 1)  # (H, N, T+1): Ā^l
         K = 2 * torch.einsum("hn,hnl->hl", C * B_bar, powers[..., :T]).real  # (H, T)
         y = causal_fft_conv(u.transpose(1, 2), K.to(u.dtype)).transpose(1, 2)  # (B, T, H)
         # final state: x_T = Ā^T x_0 + Σ_j Ā^(T-1-j) B̄ u_j
