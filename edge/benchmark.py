@@ -36,6 +36,10 @@ import subprocess
 import sys
 import time
 
+from .argtypes import integer, positive_float
+
+_positive_int, _nonnegative_int, _positive_float = integer(1), integer(0), positive_float
+
 ENGINES = ("torch", "onnxruntime", "numba")
 DEFAULT_STREAMS = "1,64,1024"
 TARGETS = (
@@ -55,34 +59,7 @@ METHODS = {
 MIN_CALLS = 32  # timed calls (or block length) per repeat, at least, whatever the stream count
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise _arg_error(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise _arg_error(f"{v} must be at least 1")
-    return v
 
-
-def _nonnegative_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise _arg_error(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise _arg_error(f"{v} must be 0 or more")
-    return v
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise _arg_error(f"{text!r} is not a number") from None
-    if not v > 0 or not math.isfinite(v):
-        raise _arg_error(f"{v} must be a positive number of seconds")
-    return v
 
 
 def _streams(text):
@@ -169,6 +146,7 @@ print("EDGE-BENCH " + json.dumps(out))
 _SGEMM_CHILD = r"""
 import json, time
 import numpy as np
+
 rng = np.random.default_rng(0)
 wall, cpu = {}, {}
 for n, reps in ((1024, 10), (2048, 3)):

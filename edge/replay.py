@@ -51,6 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .argtypes import integer, positive_float
+
+_positive_int, _positive_float = integer(1), positive_float
+
 if TYPE_CHECKING:          # numpy is imported when a replay runs, so that `edge --help` stays instant
     import numpy as np
 
@@ -69,24 +73,6 @@ _UNIT_FACTORS = {("m/s^2", "g"): 1.0 / 9.80665, ("g", "m/s^2"): 9.80665,
 
 # ------------------------------------------------------------------------------------ arguments
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
-    return v
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return v
 
 
 # spelled out here so that `edge --help` imports nothing heavy (tests check them against the modules)
