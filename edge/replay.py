@@ -366,7 +366,7 @@ def plot(rec, res: ReplayResult, path: Path, title: str, metric: dict | None) ->
         from matplotlib.figure import Figure
     except ImportError:
         from .runtime import InputError
-        raise InputError("--plot needs matplotlib: pip install matplotlib (or the 'train' extra)") from None
+        raise InputError("--plot needs matplotlib: pip install 'edge[plot]' (or matplotlib)") from None
 
     from .attitude import inclination_error_deg, quat_to_roll_pitch
     n = len(rec)
