@@ -144,7 +144,7 @@ def _learned_attitude(p, x, m: LearnedAttitude, path, state):
     features = p.emit("concat", 9, ins=[x, gravity])
     features = p.emit("affine", 9, **{"in": features}, scale=p.weight(path, "feature_scale", m.feature_scale),
                       shift=p.weight(path, "feature_shift", np.zeros(9, np.float32)))
-    h = _lower(p, m.gru, features, f"{path}/gru", state + "gru.")
+    h = _lower(p, m.net, features, f"{path}/net", state + "net.")
     # r = max · tanh(W h / max + b / max): the 1/max folded into the dense, the max an affine
     lin, limit = m.correction, m.max_correction
     r = p.emit("dense", 3, **{"in": h}, weight=p.weight(path, "correction_weight", lin.weight.double() / limit),

@@ -17,8 +17,8 @@ import math
 import torch
 from torch import nn
 
-from .heads import QuaternionHead  # noqa: F401  (re-exported for attitude models)
-from .recurrent import GRU
+from .lmu import LMU
+from .recurrent import GRU, LSTM
 from .stack import unroll
 
 GRAVITY = 9.81
@@ -155,15 +155,24 @@ class AttitudeFilter(nn.Module):
         return unroll(self, x, state)
 
 
-class LearnedAttitude(nn.Module):
-    """AttitudeFilter, then a GRU over [acc/g, gyr, filter gravity] emitting a sensor-frame rotation
-    vector that corrects the filter's orientation: y (B, 4) = tilt_correct(q_filter, r)."""
+CORRECTORS = {
+    "gru": lambda hidden, rate_hz: GRU(9, hidden),
+    "lstm": lambda hidden, rate_hz: LSTM(9, hidden),
+    "lmu": lambda hidden, rate_hz: LMU(9, hidden, order=16, theta=rate_hz, activation="tanh"),  # a 1 s window
+}
 
-    def __init__(self, rate_hz: float, hidden: int = 32, max_correction_deg: float = 5.0, **filter_config):
+
+class LearnedAttitude(nn.Module):
+    """AttitudeFilter, then a sequence layer of the zoo (`corrector`: GRU, LSTM or LMU) over
+    [acc/g, gyr, filter gravity] emitting a sensor-frame rotation vector that corrects the filter's
+    orientation: y (B, 4) = tilt_correct(q_filter, r)."""
+
+    def __init__(self, rate_hz: float, hidden: int = 32, corrector: str = "gru", max_correction_deg: float = 5.0,
+                 **filter_config):
         super().__init__()
         self.filter = AttitudeFilter(rate_hz, **filter_config)
         self.register_buffer("feature_scale", torch.tensor([1 / GRAVITY] * 3 + [1.0] * 6))
-        self.gru = GRU(9, hidden)
+        self.net = CORRECTORS[corrector](hidden, rate_hz)
         self.correction = nn.Linear(hidden, 3)
         nn.init.zeros_(self.correction.weight)  # training starts from the filter alone
         nn.init.zeros_(self.correction.bias)
@@ -171,25 +180,29 @@ class LearnedAttitude(nn.Module):
 
     def init_state(self, batch: int) -> dict:
         return {**{f"filter.{k}": v for k, v in self.filter.init_state(batch).items()},
-                **{f"gru.{k}": v for k, v in self.gru.init_state(batch).items()}}
+                **{f"net.{k}": v for k, v in self.net.init_state(batch).items()}}
 
-    def _correct(self, x, filtered, gru_face, gru_state):
+    @staticmethod
+    def _part(state, prefix):
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+    def _correct(self, x, filtered, net_face, net_state):
         q, gravity = filtered[..., :4], filtered[..., 4:]
         features = torch.cat([x, gravity], -1) * self.feature_scale
-        h, gru_state = gru_face(features, gru_state)
+        h, net_state = net_face(features, net_state)
         r = self.max_correction * torch.tanh(self.correction(h) / self.max_correction)
-        return tilt_correct(q, r), gru_state
+        return tilt_correct(q, r), net_state
 
     def forward(self, x, state=None, filtered=None):  # x: (B, T, 6) -> (B, T, 4)
         """`filtered`: the filter's outputs when already computed (training runs the filter once)."""
         state = state or self.init_state(x.shape[0])
-        f_state = {k[7:]: v for k, v in state.items() if k.startswith("filter.")}
+        f_state = self._part(state, "filter.")
         if filtered is None:
             filtered, f_state = self.filter(x, f_state)
-        y, g_state = self._correct(x, filtered, self.gru.forward, {"h": state["gru.h"]})
-        return y, {**{f"filter.{k}": v for k, v in f_state.items()}, "gru.h": g_state["h"]}
+        y, n_state = self._correct(x, filtered, self.net.forward, self._part(state, "net."))
+        return y, {**{f"filter.{k}": v for k, v in f_state.items()}, **{f"net.{k}": v for k, v in n_state.items()}}
 
     def step(self, x, state):  # x: (B, 6) -> (B, 4)
-        filtered, f_state = self.filter.step(x, {k[7:]: v for k, v in state.items() if k.startswith("filter.")})
-        y, g_state = self._correct(x, filtered, self.gru.step, {"h": state["gru.h"]})
-        return y, {**{f"filter.{k}": v for k, v in f_state.items()}, "gru.h": g_state["h"]}
+        filtered, f_state = self.filter.step(x, self._part(state, "filter."))
+        y, n_state = self._correct(x, filtered, self.net.step, self._part(state, "net."))
+        return y, {**{f"filter.{k}": v for k, v in f_state.items()}, **{f"net.{k}": v for k, v in n_state.items()}}

@@ -26,7 +26,7 @@ from edge.export.bundle_export import export_bundle
 from edge.export.lower import lower
 from edge.recordings import broad_root, broad_trials
 
-from .attitude import AttitudeFilter, LearnedAttitude, quat_conj, quat_mul
+from .attitude import CORRECTORS, AttitudeFilter, LearnedAttitude, quat_conj, quat_mul
 from .train import count_parameters, fit, seed_everything
 
 RATE = 285.714
@@ -129,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--copies", type=int, default=3, help="augmented copies of each training trial")
     ap.add_argument("--synthetic", type=int, default=4, help="simulated 2-minute recordings added to training")
     ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--corrector", choices=sorted(CORRECTORS), default="gru",
+                    help="the zoo layer that learns the correction (default gru: best on the held-out trials)")
     ap.add_argument("--window", type=int, default=1536, help="training window, samples")
     ap.add_argument("--burn-in", type=int, default=512, help="unscored samples at each window's start")
     ap.add_argument("--seed", type=int, default=0)
@@ -154,7 +156,7 @@ def main(argv=None) -> int:
         print(f"  filter τ_acc={cfg['tau_acc']:.1f} s, k_bias={cfg['k_bias']:.2f}, rest below {cfg['rest_gyr']} rad/s: "
               f"{scores[-1]:.3f}° mean on training trials")
     config = grid[int(np.argmin(scores))]
-    model = LearnedAttitude(RATE, hidden=args.hidden, **config)
+    model = LearnedAttitude(RATE, hidden=args.hidden, corrector=args.corrector, **config)
     print(f"filter: {config}; "
           f"{count_parameters(model):,} parameters in the correction")
 
@@ -197,7 +199,7 @@ def main(argv=None) -> int:
         model.eval(), args.out, input_size=6, task="attitude", name="imu-attitude",
         inputs=[{"name": n, "unit": u} for n, u in CHANNELS], outputs=["qw", "qx", "qy", "qz"],
         sample_rate_hz=RATE, parity_input=x_parity, parity_steps=2000,
-        config={"filter": config, "hidden": args.hidden, "max_correction_deg": 5.0},
+        config={"filter": config, "corrector": args.corrector, "hidden": args.hidden, "max_correction_deg": 5.0},
         provenance={"command": "edge train imu-attitude", "data": "BROAD (CC BY 4.0), 19 training trials",
                     "train_wall_s": round(wall, 1), "seed": args.seed, "epochs_run": run["epoch"]},
         metrics={"heldout_trials": list(VALIDATION), "heldout_filter_deg": round(float(filter_val), 4),
