@@ -129,8 +129,9 @@ def main(argv=None) -> int:
     ap.add_argument("--copies", type=int, default=3, help="augmented copies of each training trial")
     ap.add_argument("--synthetic", type=int, default=4, help="simulated 2-minute recordings added to training")
     ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--corrector", choices=sorted(CORRECTORS), default="gru",
-                    help="the zoo layer that learns the correction (default gru: best on the held-out trials)")
+    ap.add_argument("--corrector", choices=sorted(CORRECTORS), default="lstm",
+                    help="the zoo layer that learns the correction (held-out training trials: lstm 0.512°, "
+                         "gru 0.525°, lmu 0.545°, filter alone 0.596°)")
     ap.add_argument("--window", type=int, default=1536, help="training window, samples")
     ap.add_argument("--burn-in", type=int, default=512, help="unscored samples at each window's start")
     ap.add_argument("--seed", type=int, default=0)
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
     run = fit(model, lambda e: ((b, None) for b in batches(e)), loss_fn, epochs=args.epochs, validate=validate,
               lr=2e-3, clip=1.0, patience=4, checkpoint=args.checkpoint)
     learned_val = run["best_metric"]
-    print(f"held-out trials: filter {filter_val:.3f}°, filter + GRU correction {learned_val:.3f}°")
+    print(f"held-out trials: filter {filter_val:.3f}°, filter + {args.corrector} correction {learned_val:.3f}°")
 
     x_parity = np.ascontiguousarray(val[0]["x"][20000:22000, None, :])
     wall = time.time() - start
