@@ -274,8 +274,8 @@ class _Torch:
     """The bundle's step program as a torch module (imported here, never at edge import time)."""
 
     def __init__(self, bundle):
-        import torch  # noqa: F401  (ImportError: the row is skipped with a note)
-        from edge.export.program_torch import ProgramModule
+        # torch comes with the export side (ImportError without it: the row is skipped with a note)
+        from edge.export.program_torch import ProgramModule, torch
         self.torch = torch
         self.meta = bundle.meta
         self.module = ProgramModule(bundle.meta["program"], bundle.weights, bundle.meta["state"]).eval()
