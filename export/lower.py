@@ -79,10 +79,9 @@ def _share_identical_weights(p: Program) -> None:
     for name, w in p.weights.items():
         key = (w.shape, w.tobytes())
         alias[name] = first.setdefault(key, name)
-    for op in p.ops:
+    for op in p.ops:  # register names ("x", "r3") never collide with weight names ("path/field")
         for field, value in op.items():
-            if isinstance(value, str) and value in alias and field not in ("in", "out", "a", "b") or (
-                    field in ("a", "b") and op["op"] in ("lmu_memory", "recurrent_lmu")):
+            if isinstance(value, str) and value in alias:
                 op[field] = alias[value]
     p.weights = {name: w for name, w in p.weights.items() if alias[name] == name}
 
