@@ -3,7 +3,7 @@ import os
 from hypothesis import settings
 
 # Examples are drawn from a fixed seed so that CI and a developer see the same cases.
-settings.register_profile("edge", derandomize=True, deadline=None, print_blob=True, max_examples=8)
+settings.register_profile("edge", derandomize=True, deadline=None, print_blob=True, max_examples=20)
 # More examples on demand: HYPOTHESIS_PROFILE=thorough pytest ...
 settings.register_profile("thorough", deadline=None, print_blob=True, max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "edge"))

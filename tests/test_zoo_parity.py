@@ -99,7 +99,7 @@ def test_lmu_memory_decodes_the_delayed_input():
 
 
 @pytest.mark.parametrize("T", [1, 7, 300, 1237])
-@settings(max_examples=3)
+@settings(max_examples=6)
 @given(seed=st.integers(0, 2**16), depth=st.integers(1, 2), dim=st.sampled_from([8, 16]),
        order=st.integers(2, 32), k=st.integers(1, 4))
 def test_lmuformer(T, seed, depth, dim, order, k):
@@ -155,7 +155,7 @@ def spike_trains(model, x, face):
 
 
 @pytest.mark.parametrize("T", [1, 7, 300])
-@settings(max_examples=4)
+@settings(max_examples=8)
 @given(seed=st.integers(0, 2**16), dim=st.sampled_from([8, 16]), order=st.integers(4, 32))
 def test_spiking_lmuformer_identical_spikes(T, seed, dim, order):
     """Float64, because spike identity is a discrete property: in float32 a membrane within one
