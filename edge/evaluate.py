@@ -32,7 +32,8 @@ import numpy as np
 
 from edge.attitude import inclination_error_deg, inclination_rmse  # the one BROAD metric in edge
 from edge.peers import PeerNotInstalled, timed
-from edge.recordings import BROAD_TEST_TRIALS, broad_trials  # the split lives in one place
+from edge.recordings import (BROAD_TEST_TRIALS, Recording, broad_trials,  # the split lives in one place
+                             read_recording, resample)
 
 __all__ = ["BROAD_TEST_TRIALS", "broad_trials", "load_trial", "resample_trial", "evaluate_attitude",
            "format_table", "inclination_rmse", "inclination_error_deg"]
@@ -41,39 +42,25 @@ __all__ = ["BROAD_TEST_TRIALS", "broad_trials", "load_trial", "resample_trial", 
 # trials
 
 
+def _as_trial(rec, name: str) -> dict:
+    return {"name": name, "acc": rec.acc.astype(np.float64), "gyr": rec.gyr.astype(np.float64),
+            "quat": rec.reference.astype(np.float64), "movement": rec.scored.astype(bool),
+            "rate_hz": float(rec.rate_hz)}
+
+
 def load_trial(path: str | os.PathLike) -> dict:
     """A BROAD trial as a dict: name, acc, gyr (float64), quat (float64, NaN rows), movement, rate_hz."""
-    with np.load(path) as d:
-        return {"name": Path(path).stem,
-                "acc": d["acc"].astype(np.float64),
-                "gyr": d["gyr"].astype(np.float64),
-                "quat": d["quat"].astype(np.float64),
-                "movement": d["movement"].astype(bool).reshape(-1),
-                "rate_hz": float(d["sampling_rate"])}
+    return _as_trial(read_recording(path), Path(path).stem)
 
 
 def resample_trial(trial: dict, rate_hz: float) -> dict:
-    """Resample a loaded trial to ``rate_hz``: acc/gyr linear, reference normalised lerp, movement nearest."""
-    n, fs = len(trial["acc"]), trial["rate_hz"]
-    if math.isclose(rate_hz, fs):
+    """A loaded trial on a ``rate_hz`` grid, by `edge.recordings.resample` (what `edge replay` uses):
+    acc/gyr linear, reference slerp, movement nearest."""
+    if math.isclose(rate_hz, trial["rate_hz"]):
         return trial
-    t = np.arange(n) / fs
-    t_new = np.arange(0.0, t[-1] + 1e-12, 1.0 / rate_hz)
-    pos = t_new * fs                              # fractional index into the old samples
-    i0 = np.minimum(np.floor(pos).astype(int), n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    w = (pos - i0)[:, None]
-
-    def lin(x):
-        return (1.0 - w) * x[i0] + w * x[i1]
-
-    q0, q1 = trial["quat"][i0], trial["quat"][i1]
-    q1 = np.where((np.sum(q0 * q1, axis=1) < 0)[:, None], -q1, q1)  # same hemisphere before lerp
-    q = (1.0 - w) * q0 + w * q1                                    # NaN if either neighbour is NaN
-    q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    nearest = np.minimum(np.rint(pos).astype(int), n - 1)
-    return {**trial, "acc": lin(trial["acc"]), "gyr": lin(trial["gyr"]), "quat": q,
-            "movement": trial["movement"][nearest], "rate_hz": float(rate_hz)}
+    rec = Recording.from_imu(trial["acc"], trial["gyr"], rate_hz=trial["rate_hz"], reference=trial["quat"],
+                             scored=trial["movement"])
+    return _as_trial(resample(rec, rate_hz), trial["name"])
 
 
 # ----------------------------------------------------------------------------------------------

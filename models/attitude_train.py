@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 import edge
-from edge.attitude import inclination_rmse
+from edge.attitude import inclination_rmse, quat_conjugate, quat_multiply, quat_rotate
 from edge.bundle import BUNDLE_DIR
 from edge.engine.numba_engine import NumbaExecutor
 from edge.export.bundle_export import export_bundle
 from edge.export.lower import lower
-from edge.recordings import broad_root, broad_trials
+from edge.recordings import broad_root, broad_trials, read_recording
 
 from .attitude import CORRECTORS, AttitudeFilter, LearnedAttitude, quat_conj, quat_mul
 from .train import count_parameters, fit, seed_everything
@@ -36,9 +36,9 @@ CHANNELS = [("acc_x", "m/s^2"), ("acc_y", "m/s^2"), ("acc_z", "m/s^2"),
 
 
 def load_trial(path):
-    d = np.load(path)
-    x = np.concatenate([d["acc"], d["gyr"]], 1).astype(np.float32)
-    return {"name": Path(path).stem, "x": x, "quat": d["quat"].astype(np.float64), "scored": d["movement"].astype(bool)}
+    rec = read_recording(path)
+    return {"name": Path(path).stem, "x": rec.x[:, :6].astype(np.float32), "quat": rec.reference,
+            "scored": rec.scored.astype(bool)}
 
 
 def run_filter(filter_model: AttitudeFilter, x: np.ndarray) -> np.ndarray:
@@ -58,20 +58,12 @@ def random_quaternion(rng):
     return q / np.linalg.norm(q)
 
 
-def _rotate_np(q, v):
-    w, x, y, z = q
-    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                  [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                  [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-    return v @ R.T
-
-
 def augment(trial, rng):
     """A copy seen by another IMU: a random mounting rotation, a gyro bias, noise, and sometimes a
     lower sample rate brought back to the model's rate by linear interpolation."""
     q0 = random_quaternion(rng)
-    acc = _rotate_np(q0, trial["x"][:, :3].astype(np.float64))
-    gyr = _rotate_np(q0, trial["x"][:, 3:].astype(np.float64)) + rng.uniform(-0.01, 0.01, 3)
+    acc = quat_rotate(q0, trial["x"][:, :3].astype(np.float64))
+    gyr = quat_rotate(q0, trial["x"][:, 3:].astype(np.float64)) + rng.uniform(-0.01, 0.01, 3)
     acc += rng.normal(0, 0.02, acc.shape)
     gyr += rng.normal(0, 0.002, gyr.shape)
     if rng.random() < 0.3:
@@ -80,7 +72,7 @@ def augment(trial, rng):
         coarse = np.arange(0, len(acc) - 1, step)
         acc = np.stack([np.interp(t, coarse, np.interp(coarse, t, a)) for a in acc.T], 1)
         gyr = np.stack([np.interp(t, coarse, np.interp(coarse, t, g)) for g in gyr.T], 1)
-    quat = quat_mul(torch.from_numpy(trial["quat"]), quat_conj(torch.from_numpy(q0))[None]).numpy()
+    quat = quat_multiply(trial["quat"], quat_conjugate(q0))  # the reference of the remounted sensor
     return {"name": trial["name"] + "+aug", "x": np.concatenate([acc, gyr], 1).astype(np.float32),
             "quat": quat, "scored": trial["scored"]}
 
