@@ -31,22 +31,11 @@ ANCHOR_LMU_FLOOR_US = 0.260  # runtime-anchors: LMU d=64/hidden 64/6 inputs, FLO
 C, D, H = 6, 64, 64
 
 
-def legendre_zoh(d: int, theta: float):
-    """Legendre delay (A, B), ZOH-discretised (float64), expm by scaling and squaring."""
-    q = np.arange(d)
-    i, j = np.meshgrid(q, q, indexing="ij")
-    A = np.where(i < j, -1.0, (-1.0) ** (i - j + 1)) * (2 * q + 1)[:, None] / theta
-    B = ((-1.0) ** q) * (2 * q + 1) / theta
-    M = np.zeros((d + 1, d + 1))
-    M[:d, :d], M[:d, d] = A, B
-    k = max(0, int(np.ceil(np.log2(max(np.abs(M).sum(1).max(), 1e-16)))) + 4)
-    Ms, E, term = M / 2 ** k, np.eye(d + 1), np.eye(d + 1)
-    for n in range(1, 20):
-        term = term @ Ms / n
-        E = E + term
-    for _ in range(k):
-        E = E @ E
-    return E[:d, :d], E[:d, d]
+def legendre_zoh(d, theta):
+    """The zoo's Legendre delay system, ZOH-discretised, as float64 numpy arrays (A [d, d], B [d])."""
+    from edge.models.lmu import legendre_delay, zoh
+    A, B = zoh(*legendre_delay(d, theta))
+    return A.numpy(), B.numpy()
 
 
 def lmu_program(seed: int = 0):

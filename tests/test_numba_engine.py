@@ -203,22 +203,10 @@ class P:
 
 
 def legendre_zoh(d, theta):
-    """Legendre delay (A, B) discretised by zero-order hold (float64; expm by scaling-squaring)."""
-    q = np.arange(d)
-    i, j = np.meshgrid(q, q, indexing="ij")
-    A = np.where(i < j, -1.0, (-1.0) ** (i - j + 1)) * (2 * q + 1)[:, None] / theta
-    B = ((-1.0) ** q) * (2 * q + 1) / theta
-    M = np.zeros((d + 1, d + 1))
-    M[:d, :d], M[:d, d] = A, B
-    k = max(0, int(np.ceil(np.log2(max(np.abs(M).sum(1).max(), 1e-16)))) + 4)
-    Ms = M / 2 ** k
-    E, term = np.eye(d + 1), np.eye(d + 1)
-    for n in range(1, 20):
-        term = term @ Ms / n
-        E = E + term
-    for _ in range(k):
-        E = E @ E
-    return E[:d, :d], E[:d, d]
+    """The zoo's Legendre delay system, ZOH-discretised, as float64 numpy arrays (A [d, d], B [d])."""
+    from edge.models.lmu import legendre_delay, zoh
+    A, B = zoh(*legendre_delay(d, theta))
+    return A.numpy(), B.numpy()
 
 
 def single(kind, rng, C=5):
