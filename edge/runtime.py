@@ -43,8 +43,9 @@ class Model:
         if state.shape != (x.shape[-2], self.state_size) or state.dtype != np.float32:
             raise InputError(f"state of shape {state.shape} {state.dtype}: expected float32 "
                              f"[{x.shape[-2]} streams, {self.state_size}] (from init_state)")
-        bad = ~np.isfinite(x)
-        if bad.any():
+        # a sum is NaN/Inf if any value is (or if finite values overflow): only then build the mask
+        bad = None if np.isfinite(x.sum(dtype=np.float64)) else ~np.isfinite(x)
+        if bad is not None and bad.any():
             where = np.argwhere(bad)[0]
             pos = ", ".join(f"{n} {i}" for n, i in zip(axis_names, where[:-1]))
             raise InputError(f"non-finite input ({x[tuple(where)]}) at {pos}, channel "
