@@ -90,9 +90,15 @@ def cmd_eval(args) -> int:
     return run(args)
 
 
+# task -> module whose main(argv) trains it (torch is imported only when one runs)
+TRAINERS = {
+    "imu-attitude": "edge.models.attitude_train",
+}
+
+
 def cmd_train(args) -> int:
-    from .models.attitude_train import main as train_attitude
-    return train_attitude(args.options)
+    import importlib
+    return importlib.import_module(TRAINERS[args.task]).main(args.options)
 
 
 def cmd_demo(args) -> int:
@@ -135,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
     t = sub.add_parser("train", help="train a shipped model from its data (needs torch)",
                        description="Train one of the shipped models; `edge train imu-attitude --help` lists its options.")
-    t.add_argument("task", choices=["imu-attitude"], help="which model")
+    t.add_argument("task", choices=sorted(TRAINERS), help="which model")
     t.add_argument("options", nargs=argparse.REMAINDER, help="the task's own options (see `edge train TASK --help`)")
     t.set_defaults(func=cmd_train)
     d = sub.add_parser("demo", help="build, export and stream each model of the zoo (needs torch)",
@@ -144,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=2000, help="samples to stream per model (default 2000)")
     d.add_argument("--out", default=None, help="folder for the bundles (default: a temporary folder)")
     d.set_defaults(func=cmd_demo)
+    # commands of other subsystems: each module's add_subparser(sub) adds its parser (cheap imports only)
     return p
 
 
