@@ -14,7 +14,14 @@ Formats (chosen by the file name):
   ``{"t": 0.0035, "acc": [ax, ay, az], "gyr": [gx, gy, gz]}``; optional ``"quat": [w, x, y, z]``
   and ``"movement": true``; other numeric scalar keys become extra channels. ``null`` reads as NaN.
 
-Everything is converted to m/s² and rad/s on reading. Without a ``t`` column / key the caller must
+**Other sensors** (``channels=[...]``, e.g. the inputs a forecasting bundle names): the file must have
+those columns (CSV), scalar keys (JSON lines) or 1-D arrays (NPZ) instead of acc/gyr; every other
+numeric column is kept as an extra channel. A CSV column ``date``, ``datetime`` or ``timestamp`` of ISO
+date-times (``2016-07-01 00:00:00``) becomes ``t`` in seconds since the Unix epoch. Unit conversion and
+the unit checks below apply to IMU channels only. A channel list that includes all six IMU channels
+reads the file as an IMU recording.
+
+IMU channels are converted to m/s² and rad/s on reading. Without a ``t`` column / key the caller must
 give ``rate_hz``; with ``t`` the nominal rate is ``1 / median(Δt)`` unless ``rate_hz`` is given.
 
 Documented rules for imperfect files (the replay and the daemon rely on them):
@@ -33,7 +40,8 @@ Documented rules for imperfect files (the replay and the daemon rely on them):
   estimator (``Recording.valid`` is False there); it is kept in ``x`` so indices and line numbers
   stay aligned with the file. Reference rows with NaN (motion-capture occlusion) are fine: the
   metric skips them.
-* **Gaps**: a gap is a stretch with no fed sample that lasts longer than ``gap_s`` (default 0.5 s),
+* **Gaps**: a gap is a stretch with no fed sample that lasts longer than ``gap_s`` (default: 0.5 s or
+  `GAP_PERIODS` nominal sample periods, whichever is longer — so hourly data is not all gaps),
   measured between the fed samples around it (or the edge of the file): a long NaN run, a jump in
   ``t``, or both. ``Recording.gaps`` lists them as half-open index ranges ``(start, end)``: samples
   ``start .. end-1`` are not fed (``start == end`` for a pure time jump), and ``end`` is the first fed
@@ -60,7 +68,7 @@ __all__ = [
     "Recording", "RecordingError", "RecordingWarning", "read_recording", "write_recording_csv",
     "resample", "find_gaps", "broad_trials", "broad_trial_number", "broad_root",
     "IMU_CHANNELS", "ACC_CHANNELS", "GYR_CHANNELS", "REFERENCE_COLUMNS", "BROAD_TEST_TRIALS",
-    "DEFAULT_GAP_S", "STANDARD_GRAVITY",
+    "DEFAULT_GAP_S", "STANDARD_GRAVITY", "default_gap_s",
 ]
 
 ACC_CHANNELS = ("acc_x", "acc_y", "acc_z")
@@ -68,6 +76,7 @@ GYR_CHANNELS = ("gyr_x", "gyr_y", "gyr_z")
 IMU_CHANNELS = ACC_CHANNELS + GYR_CHANNELS
 REFERENCE_COLUMNS = ("qw", "qx", "qy", "qz")
 TIME_COLUMNS = ("t",)
+DATE_COLUMNS = ("date", "datetime", "timestamp")      # ISO date-time strings -> t (epoch seconds)
 KNOWN_UNITS = {"mag_x": "uT", "mag_y": "uT", "mag_z": "uT"}      # extra channels with a known unit
 SCORED_COLUMNS = ("movement", "scored")
 
@@ -77,6 +86,7 @@ GYR_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0, "dps": math.pi / 180.0}
 ACC_NORM_RANGE = (7.0, 13.0)        # plausible median |acc| in m/s² (mostly at rest or slow motion)
 GYR_P99_MAX = 50.0                  # rad/s (≈2900 °/s): beyond common gyro ranges -> likely deg/s
 DEFAULT_GAP_S = 0.5
+GAP_PERIODS = 5                     # ...but never shorter than this many sample periods
 
 # BROAD: the report-only test split, by leading trial number (see ../shared/data/README.md)
 BROAD_TEST_TRIALS = frozenset({3, 5, 7, 9, 12, 16, 21, 25, 27, 29, 35})
@@ -189,14 +199,20 @@ class Recording:
 
     @property
     def valid(self) -> np.ndarray:
-        """Samples that are fed to an estimator: finite in every IMU channel present (every
-        channel when the recording has no IMU channels)."""
-        cols = [self.channels.index(c) for c in IMU_CHANNELS if c in self.channels]
+        """Samples that are fed to an estimator: finite in every channel it was read for (``channels=``),
+        else in every IMU channel present, else in every channel."""
+        fed = self.meta.get("fed_channels") or [c for c in IMU_CHANNELS if c in self.channels]
+        cols = [self.channels.index(c) for c in fed if c in self.channels]
         block = self.x[:, cols] if cols else self.x
         return np.all(np.isfinite(block), axis=1)
 
 
 # ------------------------------------------------------------------------------------------ gaps
+
+def default_gap_s(rate_hz: float) -> float:
+    """The gap threshold when none is given: 0.5 s, or `GAP_PERIODS` sample periods for slow data."""
+    return max(DEFAULT_GAP_S, GAP_PERIODS / rate_hz)
+
 
 def find_gaps(t, valid, gap_s: float = DEFAULT_GAP_S) -> list[tuple[int, int]]:
     """Gaps by the module's rule: ``(start, end)`` half-open ranges of unfed samples around which
@@ -221,8 +237,13 @@ def find_gaps(t, valid, gap_s: float = DEFAULT_GAP_S) -> list[tuple[int, int]]:
 # -------------------------------------------------------------------------------------- reading
 
 def read_recording(path, acc_unit: str = "m/s^2", gyr_unit: str = "rad/s", rate_hz: float | None = None,
-                   *, gap_s: float = DEFAULT_GAP_S, check_units: bool = True) -> Recording:
+                   *, gap_s: float | None = None, check_units: bool = True,
+                   channels: Sequence[str] | None = None) -> Recording:
     """Read a CSV, NPZ or JSON-lines recording (see the module docstring for formats and rules).
+
+    ``gap_s``: None for the default, `default_gap_s` of the file's rate.
+    ``channels``: the channels the reader needs (default: the six IMU channels); they come first in
+    ``Recording.channels`` and decide which samples are fed (``Recording.valid``).
 
     Raises `RecordingError` (a ValueError) with the file and line for anything it cannot accept;
     never another exception type for bad content.
@@ -234,27 +255,32 @@ def read_recording(path, acc_unit: str = "m/s^2", gyr_unit: str = "rad/s", rate_
         raise ValueError(f"gyr_unit must be one of {', '.join(GYR_UNITS)}, got {gyr_unit!r}")
     if rate_hz is not None and not (math.isfinite(rate_hz) and rate_hz > 0):
         raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
+    if gap_s is not None and not (math.isfinite(gap_s) and gap_s > 0):
+        raise ValueError(f"gap_s must be a positive number of seconds, got {gap_s!r}")
     if not path.exists():
         raise RecordingError("no such file", path)
     if path.is_dir():
         raise RecordingError("is a directory, not a recording", path)
+    required = [str(c).lower() for c in channels] if channels else []
+    imu = not required or set(IMU_CHANNELS) <= set(required)
+    required = list(IMU_CHANNELS) if imu else required
     name = path.name.lower()
     if name.endswith(".npz"):
-        raw = _read_npz(path)
+        raw = _read_npz(path) if imu else _read_npz_channels(path, required)
     elif name.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz")):
-        raw = _read_jsonl(path)
+        raw = _read_jsonl(path) if imu else _read_jsonl_channels(path, required)
     elif name.endswith((".csv", ".csv.gz", ".txt", ".tsv")):
-        raw = _read_csv(path)
+        raw = _read_csv(path, required)
     else:
         raise RecordingError("unknown recording format (expected .csv, .csv.gz, .npz or .jsonl)", path)
     return _finish(path, raw, ACC_UNITS[acc_unit], GYR_UNITS[gyr_unit], acc_unit, gyr_unit,
-                   rate_hz, gap_s, check_units)
+                   rate_hz, gap_s, check_units, required if not imu else None)
 
 
 @dataclass
 class _Raw:
     """What a format reader hands to `_finish` (values still in the file's units)."""
-    names: list[str]                       # channel names, IMU channels first
+    names: list[str]                       # channel names, the required ones (IMU by default) first
     units: list[str]                       # units of the extra channels ("" if unknown); IMU filled later
     x: np.ndarray                          # float64 [N, C]
     t: np.ndarray | None = None
@@ -285,7 +311,7 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def _read_csv(path: Path) -> _Raw:
+def _read_csv(path: Path, required: list[str]) -> _Raw:
     text = _read_text(path)
     ends_with_newline = text.endswith("\n")
     delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
@@ -308,10 +334,13 @@ def _read_csv(path: Path) -> _Raw:
     dupes = sorted({h for h in names if names.count(h) > 1})
     if dupes:
         raise RecordingError(f"duplicate column(s): {', '.join(dupes)}", path, header_line)
-    missing = [c for c in IMU_CHANNELS if c not in names]
+    missing = [c for c in required if c not in names]
     if missing:
         raise RecordingError(f"missing column(s): {', '.join(missing)} (header has: {', '.join(names)})",
                              path, header_line)
+    date_col = next((k for k, h in enumerate(names) if h in DATE_COLUMNS), None)
+    if date_col is not None and "t" in names:
+        raise RecordingError(f"both 't' and {names[date_col]!r} columns: which one is the time?", path, header_line)
     has_ref = [c for c in REFERENCE_COLUMNS if c in names]
     if has_ref and len(has_ref) < 4:
         miss = [c for c in REFERENCE_COLUMNS if c not in names]
@@ -334,6 +363,10 @@ def _read_csv(path: Path) -> _Raw:
         raise RecordingError(f"{counts[k]} fields, but the header names {ncol} columns", path, data[k][0])
     if not data:
         raise RecordingError("no complete data line", path)
+    dates = None
+    if date_col is not None:       # parsed apart: the numeric parser below sees only numbers
+        dates, data = _split_dates(path, data, date_col, delimiter)
+        names = names[:date_col] + names[date_col + 1:]
 
     try:      # fast path: numpy's C parser; on any failure, find and name the cell (or apply the rules)
         values = np.loadtxt([s for _, s in data], delimiter=delimiter, dtype=np.float64, comments=None,
@@ -349,11 +382,13 @@ def _read_csv(path: Path) -> _Raw:
     lines = np.fromiter((ln for ln, _ in data), dtype=np.int64, count=len(data))
 
     col = {n: i for i, n in enumerate(names)}
-    special = set(IMU_CHANNELS) | set(REFERENCE_COLUMNS) | set(TIME_COLUMNS) | set(SCORED_COLUMNS)
+    special = set(required) | set(REFERENCE_COLUMNS) | set(TIME_COLUMNS) | set(SCORED_COLUMNS)
     extras = [n for n in names if n not in special]
-    out_names = list(IMU_CHANNELS) + extras
+    out_names = list(required) + extras
     x = values[:, [col[n] for n in out_names]]
     t = values[:, col["t"]] if "t" in col else None
+    if dates is not None:
+        t = dates[:len(values)]
     ref = values[:, [col[c] for c in REFERENCE_COLUMNS]] if has_ref else None
     scored = None
     for c in SCORED_COLUMNS:
@@ -363,6 +398,24 @@ def _read_csv(path: Path) -> _Raw:
             break
     return _Raw(names=out_names, units=[KNOWN_UNITS.get(n, "") for n in extras], x=x, t=t, reference=ref,
                 scored=scored, lines=lines, warnings=warn)
+
+
+def _split_dates(path, data, k: int, delimiter: str):
+    """Cut column ``k`` (ISO date-times) out of the data lines: (t in epoch seconds, the lines without it)."""
+    cells = [s.split(delimiter) for _, s in data]
+    try:
+        stamps = np.array([c[k].strip().strip('"') for c in cells], dtype="datetime64[ms]")
+    except ValueError:
+        for (ln, _), c in zip(data, cells):
+            try:
+                np.datetime64(c[k].strip().strip('"'), "ms")
+            except ValueError:
+                raise RecordingError(f"{c[k].strip()!r} is not an ISO date-time (e.g. 2016-07-01 00:00:00)",
+                                     path, ln) from None
+        raise
+    t = stamps.astype(np.int64).astype(np.float64) / 1e3
+    rest = [(ln, delimiter.join(c[:k] + c[k + 1:])) for (ln, _), c in zip(data, cells)]
+    return t, rest
 
 
 def _parse_cells_slowly(path, data, fields, names, ends_with_newline):
@@ -458,12 +511,93 @@ def _read_jsonl(path: Path) -> _Raw:
                 scored=scored, lines=lines, warnings=warn)
 
 
-def _read_npz(path: Path) -> _Raw:
+def _read_jsonl_channels(path: Path, required: list[str]) -> _Raw:
+    """JSON lines of another sensor: one object per line with a number (or null) per channel."""
+    text = _read_text(path)
+    rows = [(i + 1, s.strip()) for i, s in enumerate(text.split("\n")) if s.strip()]
+    if not rows:
+        raise RecordingError("empty file", path)
+    warn: list[str] = []
+    objs = []
+    for k, (ln, s) in enumerate(rows):
+        try:
+            o = json.loads(s)
+        except json.JSONDecodeError as e:
+            if k == len(rows) - 1 and k > 0:
+                warn.append(f"{path}, line {ln}: truncated last line (not a complete JSON object) dropped")
+                break
+            raise RecordingError(f"not valid JSON ({e.msg} at column {e.colno})", path, ln) from None
+        if not isinstance(o, dict):
+            raise RecordingError(f"expected a JSON object per line, got {type(o).__name__}", path, ln)
+        objs.append({str(key).lower(): v for key, v in o.items()})
+    rows = rows[:len(objs)]
+    first = objs[0]
+    missing = [c for c in required if c not in first]
+    if missing:
+        raise RecordingError(f"missing key(s): {', '.join(missing)} (line has: {', '.join(first) or 'none'})",
+                             path, rows[0][0])
+    numeric = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    special = set(required) | {"t", *SCORED_COLUMNS}
+    names = required + [key for key, v in first.items() if key not in special and numeric(v)]
+    keys = names + (["t"] if "t" in first else [])
+    values = np.empty((len(objs), len(keys)), dtype=np.float64)
+    for r, ((ln, _), o) in enumerate(zip(rows, objs)):
+        for j, key in enumerate(keys):
+            if key not in o:
+                raise RecordingError(f"missing key {key!r} (earlier lines have it)", path, ln)
+            v = o[key]
+            if not numeric(v):
+                raise RecordingError(f"{key!r}: {json.dumps(v)[:40]} is not a number", path, ln)
+            values[r, j] = math.nan if v is None else float(v)
+    scored_key = next((k for k in SCORED_COLUMNS if k in first), None)
+    scored = np.array([bool(o.get(scored_key)) for o in objs]) if scored_key else None
+    lines = np.fromiter((ln for ln, _ in rows), dtype=np.int64, count=len(rows))
+    return _Raw(names=names, units=[KNOWN_UNITS.get(n, "") for n in names[len(required):]],
+                x=values[:, :len(names)], t=values[:, -1] if "t" in first else None, scored=scored, lines=lines,
+                warnings=warn)
+
+
+def _read_npz_channels(path: Path, required: list[str]) -> _Raw:
+    """NPZ of another sensor: a 1-D array per channel, optional ``t`` and ``sampling_rate``."""
+    d = _load_npz(path)
+    missing = [c for c in required if c not in d]
+    if missing:
+        raise RecordingError(f"missing key(s): {', '.join(missing)} (file has: {', '.join(sorted(d)) or 'none'})",
+                             path)
+    cols = {}
+    for key in [*required, *(["t"] if "t" in d else [])]:
+        a = d[key]
+        if a.ndim != 1 or a.dtype.kind not in "biuf":
+            raise RecordingError(f"key {key!r} must be a 1-D numeric array, got {a.dtype} {a.shape}", path)
+        cols[key] = a.astype(np.float64)
+    if len({len(a) for a in cols.values()}) > 1:
+        raise RecordingError("arrays differ in length: " + ", ".join(f"{k} {len(a)}" for k, a in cols.items()), path)
+    return _Raw(names=list(required), units=[], x=np.stack([cols[c] for c in required], axis=1),
+                t=cols.get("t"), rate_hz=_npz_rate(path, d))
+
+
+def _load_npz(path: Path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except Exception as e:  # a corrupt zip, a pickled array, ...: one clear line, no traceback
         raise RecordingError(f"not a readable .npz file ({type(e).__name__}: {e})", path) from None
+
+
+def _npz_rate(path: Path, d: dict) -> float | None:
+    if "sampling_rate" not in d:
+        return None
+    try:
+        rate = float(np.asarray(d["sampling_rate"]).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        raise RecordingError("key 'sampling_rate' is not a number", path) from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise RecordingError(f"sampling_rate is {rate}, expected a positive number of Hz", path)
+    return rate
+
+
+def _read_npz(path: Path) -> _Raw:
+    d = _load_npz(path)
     missing = [k for k in ("acc", "gyr") if k not in d]
     if missing:
         raise RecordingError(f"missing key(s): {', '.join(missing)} (file has: {', '.join(sorted(d)) or 'none'})",
@@ -505,16 +639,8 @@ def _read_npz(path: Path) -> _Raw:
         shapes["t"] = len(t)
     if len(set(shapes.values())) > 1:
         raise RecordingError("arrays differ in length: " + ", ".join(f"{k} {v}" for k, v in shapes.items()), path)
-    rate = None
-    if "sampling_rate" in d:
-        try:
-            rate = float(np.asarray(d["sampling_rate"]).reshape(-1)[0])
-        except (TypeError, ValueError, IndexError):
-            raise RecordingError("key 'sampling_rate' is not a number", path) from None
-        if not (math.isfinite(rate) and rate > 0):
-            raise RecordingError(f"sampling_rate is {rate}, expected a positive number of Hz", path)
     return _Raw(names=names, units=units, x=np.concatenate(cols, axis=1), t=t, reference=ref,
-                scored=scored, rate_hz=rate)
+                scored=scored, rate_hz=_npz_rate(path, d))
 
 
 def _where(path, lines, k) -> dict:
@@ -526,7 +652,10 @@ def _sample_label(lines, k) -> str:
     return "" if lines is not None else f"sample {k}: "
 
 
-def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, gap_s, check_units) -> Recording:
+def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, gap_s, check_units,
+            other: list[str] | None) -> Recording:
+    """Time, units, reference, non-finite samples and gaps. ``other``: the required channels of a
+    recording that is not an IMU one (None for IMU)."""
     n = len(raw.x)
     warn = list(raw.warnings)
     lines = raw.lines
@@ -565,15 +694,20 @@ def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, 
         if rate_hz is None:
             raise RecordingError("no 't' column and no sampling rate in the file: pass rate_hz (--rate-hz)", path)
         t = np.arange(n, dtype=np.float64) / rate_hz
+    if gap_s is None:
+        gap_s = default_gap_s(rate_hz)
 
     # --- units
     x = raw.x.copy()
-    x[:, 0:3] *= acc_scale
-    x[:, 3:6] *= gyr_scale
-    valid = np.all(np.isfinite(x[:, :6]), axis=1)
+    fed = len(other) if other else 6
+    if not other:
+        x[:, 0:3] *= acc_scale
+        x[:, 3:6] *= gyr_scale
+    valid = np.all(np.isfinite(x[:, :fed]), axis=1)
+    what = ", ".join(other) if other else "acc_x..gyr_z"
     if not valid.any():
-        raise RecordingError("no sample has finite values in all of acc_x..gyr_z", path)
-    if check_units:
+        raise RecordingError(f"no sample has finite values in all of {what}", path)
+    if check_units and not other:
         _check_units(path, x, valid, lines, acc_unit, gyr_unit)
 
     # --- reference
@@ -595,7 +729,7 @@ def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, 
     bad = np.flatnonzero(~valid)
     if bad.size:
         loc = f"line {lines[bad[0]]}" if lines is not None else f"sample {bad[0]}"
-        warn.append(f"{path}: {bad.size} sample(s) with NaN/Inf in acc/gyr are skipped, not fed (first at {loc})")
+        warn.append(f"{path}: {bad.size} sample(s) with NaN/Inf in {what} are skipped, not fed (first at {loc})")
     gaps = find_gaps(t, valid, gap_s)
     def span(s, e):          # the unfed samples s..e-1, by line where there are lines
         if lines is None:
@@ -616,8 +750,10 @@ def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, 
 
     for w in warn:
         warnings.warn(w, RecordingWarning, stacklevel=3)
-    units = ["m/s^2"] * 3 + ["rad/s"] * 3 + list(raw.units)
-    meta = {"gap_s": gap_s, "acc_unit_in_file": acc_unit, "gyr_unit_in_file": gyr_unit}
+    units = ([""] * len(other) if other else ["m/s^2"] * 3 + ["rad/s"] * 3) + list(raw.units)
+    meta = {"gap_s": gap_s} if other else {"gap_s": gap_s, "acc_unit_in_file": acc_unit, "gyr_unit_in_file": gyr_unit}
+    if other:
+        meta["fed_channels"] = list(other)
     return Recording(t=t, channels=raw.names, x=x, units=units, rate_hz=rate_hz, source=str(path),
                      reference=ref, scored=raw.scored, gaps=gaps, warnings=warn, meta=meta)
 

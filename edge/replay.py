@@ -24,7 +24,7 @@ What it does, in order:
 Imperfect recordings, by the rules of `edge.recordings` (the "documented rule"):
 
 * A sample with NaN/Inf in a channel the bundle reads is **not fed**. A run of such samples no
-  longer than the gap threshold (``--gap-s``, 0.5 s) is skipped and the **state is held** across it.
+  longer than the gap threshold (``--gap-s``; 0.5 s or 5 sample periods) is skipped and the **state is held** across it.
 * A **gap** (no fed sample for longer than ``--gap-s``: a long NaN run and/or a jump in ``t``)
   **resets the state** to the bundle's initial state at the first fed sample after it.
 * Every input sample gets an output row. Rows of samples that were not fed repeat the last output
@@ -59,6 +59,13 @@ if TYPE_CHECKING:          # numpy is imported when a replay runs, so that `edge
     import numpy as np
 
 QUAT_NAMES = ("qw", "qx", "qy", "qz")
+
+# bundle task -> module that scores, summarises and plots its replays: metric(rec, res, meta) -> dict | None,
+# summary_lines(metric) -> [str], plot(rec, res, path, title, metric, meta). Attitude is this module's own.
+TASK_VIEWS = {
+    "forecast": "edge.timeseries.forecast_view",
+    "classification": "edge.timeseries.classification_view",
+}
 RATE_TOLERANCE = 0.005            # resample when the rates differ by more than 0.5 %
 DEFAULT_CHUNK = 4096
 MAX_PLOT_POINTS = 20000           # per line; longer recordings are thinned for the plot only
@@ -98,9 +105,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="unit of gyr_* in the file (default rad/s); converted to rad/s on reading")
     g.add_argument("--rate-hz", type=_positive_float, default=None,
                    help="sampling rate, needed when the file has no t column (else 1/median Δt)")
-    g.add_argument("--gap-s", type=_positive_float, default=DEFAULT_GAP_S,
+    g.add_argument("--gap-s", type=_positive_float, default=None,
                    help=f"no fed sample for longer than this is a gap: the state resets after it; shorter NaN "
-                        f"runs are skipped with the state held (default {DEFAULT_GAP_S:g} s)")
+                        f"runs are skipped with the state held (default {DEFAULT_GAP_S:g} s, or 5 sample periods "
+                        f"for slower data)")
     o = p.add_argument_group("what comes out")
     o.add_argument("--output", "-o", default=None, metavar="FILE",
                    help="write one row per input sample to FILE.csv or FILE.jsonl: t, the bundle's outputs, "
@@ -181,7 +189,7 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     returning one (made once the number of fed samples F is known, and closed here)."""
     import numpy as np
 
-    from .recordings import DEFAULT_GAP_S, find_gaps, resample
+    from .recordings import default_gap_s, find_gaps, resample
     from .runtime import InputError
 
     meta = model.meta
@@ -190,7 +198,7 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     start = time.perf_counter()
     x_in = select_inputs(rec, meta, label)
     fed_in = np.all(np.isfinite(x_in), axis=1)
-    gap_s = float(rec.meta.get("gap_s", DEFAULT_GAP_S))
+    gap_s = float(rec.meta.get("gap_s") or default_gap_s(rec.rate_hz))
 
     bundle_rate = meta.get("sample_rate_hz")
     resampled_to = None
@@ -357,6 +365,13 @@ def attitude_metric(rec, res: ReplayResult) -> dict | None:
             "mask": "movement" if rec.scored is not None else "all samples"}
 
 
+def task_view(meta: dict):
+    """The view module of the bundle's task, or None (attitude and generic outputs are drawn here)."""
+    import importlib
+    name = TASK_VIEWS.get(str(meta.get("task")))
+    return importlib.import_module(name) if name else None
+
+
 # ---------------------------------------------------------------------------------------- plot
 
 def plot(rec, res: ReplayResult, path: Path, title: str, metric: dict | None) -> None:
@@ -465,21 +480,22 @@ def run(args) -> int:
 
     total0 = time.perf_counter()
     t0 = time.perf_counter()
+    model = load(args.model, engine=args.engine, threads=args.threads)
+    load_s = time.perf_counter() - t0
+    meta = model.meta
+    label = meta.get("name") or model.bundle.path
+    view = task_view(meta)
+
+    t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RecordingWarning)
         rec = read_recording(args.input, acc_unit=args.acc_unit, gyr_unit=args.gyr_unit, rate_hz=args.rate_hz,
-                             gap_s=args.gap_s)
+                             gap_s=args.gap_s, channels=[str(c["name"]) for c in meta["inputs"]])
     read_s = time.perf_counter() - t0
     for w in rec.warnings[:MAX_WARNINGS_SHOWN]:
         print(f"edge replay: warning: {w}", file=sys.stderr)
     if len(rec.warnings) > MAX_WARNINGS_SHOWN:
         print(f"edge replay: ... and {len(rec.warnings) - MAX_WARNINGS_SHOWN} more warnings", file=sys.stderr)
-
-    t0 = time.perf_counter()
-    model = load(args.model, engine=args.engine, threads=args.threads)
-    load_s = time.perf_counter() - t0
-    meta = model.meta
-    label = meta.get("name") or model.bundle.path
 
     progress = None
     if not args.no_progress:            # shown when stderr is a terminal (tqdm's disable=None)
@@ -491,6 +507,7 @@ def run(args) -> int:
     res = replay(rec, model, chunk=args.chunk, progress=progress, label=label)
 
     metric = attitude_metric(rec, res)
+    task_metric = view.metric(rec, res, meta) if view else None
     write_s = plot_s = 0.0
     columns = None
     try:
@@ -500,8 +517,11 @@ def run(args) -> int:
             write_s = time.perf_counter() - t0
         if plot_path is not None:
             t0 = time.perf_counter()
-            plot(rec, res, plot_path, f"{Path(args.input).name} · {meta.get('name') or Path(model.bundle.path).name}"
-                                      f" on {model.engine}", metric)
+            title = f"{Path(args.input).name} · {meta.get('name') or Path(model.bundle.path).name} on {model.engine}"
+            if view:
+                view.plot(rec, res, plot_path, title, task_metric, meta)
+            else:
+                plot(rec, res, plot_path, title, metric)
             plot_s = time.perf_counter() - t0
     except OSError as e:
         print(f"edge replay: cannot write {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
@@ -550,6 +570,7 @@ def run(args) -> int:
         "metric": ("BROAD inclination RMSE in degrees over the "
                    + ("scored (movement) samples" if rec.scored is not None else "samples")
                    + " with a reference") if metric else None,
+        "task_metric": task_metric,
         "output": str(out_path) if out_path else None,
         "columns": columns,
         "plot": str(plot_path) if plot_path else None,
@@ -557,11 +578,11 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(_text_summary(summary, rec))
+        print(_text_summary(summary, rec, view))
     return 0
 
 
-def _text_summary(s: dict, rec) -> str:
+def _text_summary(s: dict, rec, view=None) -> str:
     lines = []
     extra = []
     if rec.reference is not None:
@@ -598,6 +619,8 @@ def _text_summary(s: dict, rec) -> str:
         lines.append("inclination " + (f"RMSE {v:.3f}°" if v is not None else "RMSE n/a")
                      + f" over {s['scored_samples']:,} {'scored ' if rec.scored is not None else ''}samples "
                        "with a reference (BROAD metric)")
+    if view and s["task_metric"]:
+        lines.extend(view.summary_lines(s["task_metric"]))
     if s["output"]:
         lines.append(f"output      {s['output']}: {s['samples']:,} rows ({','.join(s['columns'])})")
     if s["plot"]:

@@ -376,3 +376,59 @@ def test_resample_does_not_bridge_gaps(tmp_path):
     inside = (out.t > 2.99) & (out.t < 5.0)
     assert inside.sum() > 90 and not out.valid[inside].any() and out.valid[~inside].all()
     assert len(out.gaps) == 1 and out.t[out.gaps[0][1]] == pytest.approx(5.0)
+
+
+# ------------------------------------------------------------------------------ other sensors
+
+ETT = Path(__file__).resolve().parents[1].parent / "shared/data/ett/ETTh1.csv"
+POWER = ["hufl", "ot"]
+
+
+def test_other_channels_from_csv_with_iso_dates_jsonl_and_npz(tmp_path):
+    values = np.array([[5.827, 30.531], [5.693, 27.787], [np.nan, 27.787], [5.157, 25.044]])
+    stamps = ["2016-07-01 00:00:00", "2016-07-01 01:00:00", "2016-07-01 02:00:00", "2016-07-01 03:00:00"]
+    lines = ["date,HUFL,extra,OT"] + [f"{d},{'' if np.isnan(a) else a},1,{b}" for d, (a, b) in zip(stamps, values)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RecordingWarning)
+        csv = read_recording(write(tmp_path / "p.csv", lines), channels=["HUFL", "OT"])
+    epoch = (np.datetime64("2016-07-01T00:00:00") - np.datetime64("1970-01-01T00:00:00")) / np.timedelta64(1, "s")
+    np.testing.assert_array_equal(csv.t, epoch + 3600.0 * np.arange(4))
+    assert csv.rate_hz == pytest.approx(1 / 3600) and csv.channels == ["hufl", "ot", "extra"]
+    np.testing.assert_array_equal(csv.columns(POWER), values.astype(np.float32))
+    assert csv.valid.tolist() == [True, True, False, True]
+    assert csv.gaps == []            # an hour between samples is the rate, not a gap (5 periods are)
+
+    objs = [{"t": float(k), "HUFL": None if np.isnan(a) else a, "OT": b} for k, (a, b) in enumerate(values)]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(o) for o in objs) + "\n")
+    np.savez(tmp_path / "p.npz", hufl=values[:, 0], ot=values[:, 1], sampling_rate=1.0)
+    for name in ("p.jsonl", "p.npz"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RecordingWarning)
+            rec = read_recording(tmp_path / name, channels=POWER)
+        np.testing.assert_array_equal(rec.columns(POWER), values.astype(np.float32))
+        assert rec.rate_hz == 1.0 and rec.valid.tolist() == [True, True, False, True]
+
+
+def test_other_channels_bad_input_names_file_and_line(tmp_path):
+    head = "date,HUFL,OT"
+    err = error_of(write(tmp_path / "d.csv", [head, "2016-07-01 00:00:00,1,2", "yesterday,1,2"]), channels=POWER)
+    assert err.line == 3 and "yesterday" in str(err) and "ISO date-time" in str(err)
+    err = error_of(write(tmp_path / "m.csv", [head, "2016-07-01 00:00:00,1,2"]), channels=["hufl", "lull"])
+    assert "missing column(s): lull" in str(err)
+    err = error_of(write(tmp_path / "c.csv", [head, "2016-07-01 00:00:00,1,2", "2016-07-01 01:00:00,x,2"]),
+                   channels=POWER)
+    assert err.line == 3 and "'x' is not a number" in str(err)
+    (tmp_path / "j.jsonl").write_text('{"hufl": 1, "ot": 2}\n{"hufl": "1", "ot": 2}\n')
+    err = error_of(tmp_path / "j.jsonl", channels=POWER, rate_hz=1.0)
+    assert err.line == 2 and "'hufl'" in str(err)
+    np.savez(tmp_path / "n.npz", hufl=np.ones((3, 2)), ot=np.ones(3))
+    assert "1-D numeric array" in str(error_of(tmp_path / "n.npz", channels=POWER, rate_hz=1.0))
+
+
+@pytest.mark.skipif(not ETT.is_file(), reason="ETT data not available at ../shared/data/ett")
+def test_real_ett_file_reads_hourly_without_gaps():
+    names = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+    rec = read_recording(ETT, channels=names)
+    first = ETT.read_text().splitlines()[1].split(",")
+    assert len(rec) == 17420 and rec.gaps == [] and rec.rate_hz == pytest.approx(1 / 3600)
+    np.testing.assert_allclose(rec.columns([n.lower() for n in names])[0], [float(v) for v in first[1:]], rtol=1e-6)
