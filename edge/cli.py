@@ -93,6 +93,7 @@ def cmd_eval(args) -> int:
 # task -> module whose main(argv) trains it (torch is imported only when one runs)
 TRAINERS = {
     "imu-attitude": "edge.models.attitude_train",
+    "dialogue-lm": "edge.models.dialogue_train",
 }
 
 
