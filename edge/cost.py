@@ -30,7 +30,7 @@ def op_macs(op: dict, registers: dict, weights: dict, state: dict) -> int:
     if kind == "s4d":
         modes = w("ar").size
         return 4 * modes + 2 * modes + 2 * modes + w("d").size  # rotation, input, readout, skip
-    if kind in ("affine", "glu", "l2norm", "running_mean", "lif"):
+    if kind in ("affine", "glu", "l2norm", "running_mean", "lif", "softmax"):
         return registers[op["out"]]
     return 0  # add, concat, act: no multiplies
 

@@ -240,8 +240,8 @@ def _lower(p: Program, m: nn.Module, x: str, path: str, state: str) -> str:
         return _dense(p, x, m.linear, sub("linear"))
     if isinstance(m, ClassifierHead):
         logits = _dense(p, x, m.linear, sub("linear"))
-        if not m.running_mean:
-            return logits
-        s, c = p.add_state(state + "sum", [m.classes]), p.add_state(state + "count", [1])
-        return p.emit("running_mean", m.classes, **{"in": logits}, state_sum=s, state_count=c)
+        if m.running_mean:
+            s, c = p.add_state(state + "sum", [m.classes]), p.add_state(state + "count", [1])
+            logits = p.emit("running_mean", m.classes, **{"in": logits}, state_sum=s, state_count=c)
+        return p.emit("softmax", m.classes, **{"in": logits}) if m.probabilities else logits
     raise ExportError(f"cannot export {type(m).__name__} at {path or 'the top'}: no step kernel for it")

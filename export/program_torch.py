@@ -94,6 +94,8 @@ class ProgramModule(nn.Module):
                 for k in FILTER_STATE:
                     state[op[f"state_{k}"]] = s[k]
                 regs[op["out"]], regs[op["gravity"]] = q, gravity
+            elif kind == "softmax":
+                regs[op["out"]] = torch.softmax(regs[op["in"]], -1)
             elif kind == "tilt_correct":
                 regs[op["out"]] = tilt_correct(regs[op["q"]], regs[op["r"]])
             else:

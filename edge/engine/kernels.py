@@ -103,6 +103,7 @@ OP_LIF = 13      # in, v, out, n, tau [n], thr [n]
 OP_RMEAN = 14    # in, sum, count, out, n
 OP_ATTITUDE = 15  # in [6], out [4], gravity [3], consts [13], q, bias, x1, x2, y1, y2, gyr_lp, acc_lp, rest, started
 OP_TILT = 16     # q [4], r [3], out [4]                          out = normalise(q ⊗ exp(r))
+OP_SOFTMAX = 17  # in, out, n                                    out = exp(in − max) / Σ exp(in − max)
 
 ACT_IDENTITY, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_GELU = 0, 1, 2, 3, 4
 ACT_TANH_X, ACT_SIGMOID_X, ACT_GELU_X = 5, 6, 7   # exact libm forms
@@ -403,6 +404,24 @@ def l2norm_rows(ws, src, dst, n, L):
         den = F32(max(math.sqrt(acc), 1e-12))
         for r in range(n):
             Y[r, l] = X[r, l] / den
+
+
+@njit(cache=True, error_model="numpy")
+def softmax_rows(ws, src, dst, n, L):
+    """out = exp(in − max(in)) / Σ exp(in − max(in)) per lane; exp and the sum in float64."""
+    X = ws[src * L:(src + n) * L].reshape((n, L))
+    Y = ws[dst * L:(dst + n) * L].reshape((n, L))
+    for l in range(L):
+        top = X[0, l]
+        for r in range(1, n):
+            top = max(top, X[r, l])
+        acc = 0.0
+        for r in range(n):
+            e = math.exp(np.float64(X[r, l]) - np.float64(top))
+            Y[r, l] = e  # in place is safe: X[r, l] is not read again
+            acc += e
+        for r in range(n):
+            Y[r, l] = F32(Y[r, l] / acc)
 
 
 # LSTM / GRU element-wise parts: no fastmath here (f·c + i·g has two products, and FMA
@@ -968,6 +987,8 @@ def exec_ops(prog, wts, ws, L):
                           prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14], L)
         elif code == OP_TILT:
             tilt_rows(ws, a1, a2, a3, L)
+        elif code == OP_SOFTMAX:
+            softmax_rows(ws, a1, a2, a3, L)
         p += REC
 
 

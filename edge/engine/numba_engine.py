@@ -34,7 +34,7 @@ _OUT_CACHE = 16  # output arrays kept per call kind (one per shape); more shapes
 
 SUPPORTED_OPS = ("dense", "affine", "act", "add", "concat", "glu", "l2norm", "lstm", "gru",
                  "lmu_memory", "recurrent_lmu", "s4d", "lif", "conv", "running_mean", "attitude_filter",
-                 "tilt_correct")
+                 "tilt_correct", "softmax")
 ACTIVATIONS = tuple(K.ACT_CODES)
 # attitude_filter: its scalar constants (op fields, numbers) and its state fields with their sizes
 ATTITUDE_CONSTANTS = ("dt", "b0", "b1", "b2", "a1", "a2", "k_rest", "k_bias_rest", "rest_gyr", "rest_acc",
@@ -399,6 +399,14 @@ class _Builder:
         dst = self._reg(op, "out", n)
         row, temp = self._out_row(dst, [src], same_ok=True)
         self._emit(K.OP_L2NORM, self.reg_row[src], row, n)
+        self._finish(dst, row, temp)
+
+    def _op_softmax(self, op, exact):
+        src = self._reg(op, "in")
+        n = self.reg_len[src]
+        dst = self._reg(op, "out", n)
+        row, temp = self._out_row(dst, [src], same_ok=True)
+        self._emit(K.OP_SOFTMAX, self.reg_row[src], row, n)
         self._finish(dst, row, temp)
 
     def _op_lstm(self, op, exact):
