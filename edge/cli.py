@@ -94,6 +94,7 @@ def cmd_eval(args) -> int:
 TRAINERS = {
     "imu-attitude": "edge.models.attitude_train",
     "dialogue-lm": "edge.models.dialogue_train",
+    "har-watch": "edge.models.har_train",
 }
 
 
@@ -135,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Inclination RMSE (BROAD metric; mean and worst trial) and µs per sample of our "
                                    "bundle beside VQF, BasicVQF, Madgwick, EKF, imufusion and RIANN, computed in the same "
                                    "run on the same samples of the BROAD test split.",
-                       epilog="examples:\n  edge eval imu-attitude\n  edge eval imu-attitude --rate 50 --peers VQF\n",
+                       epilog="examples:\n  edge eval imu-attitude\n  edge eval imu-attitude --rate 50 --peers VQF\n"
+                              "  edge eval har-watch                                   # shipped bundles -> docs/\n"
+                              "  edge eval har-watch --bundles runs/har/*.onnx --out runs/har\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     from .evaluate import add_arguments as eval_arguments
     eval_arguments(e)

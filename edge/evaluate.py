@@ -180,8 +180,10 @@ def bundle_estimator(bundle: str = "imu-attitude", engine: str = "auto"):
 
 def add_arguments(p) -> None:
     from . import peers
-    p.add_argument("task", choices=["imu-attitude"], help="what to evaluate (BROAD inclination error)")
-    p.add_argument("--model", default="imu-attitude", help="our bundle: a path or a shipped name (default imu-attitude)")
+    p.add_argument("task", choices=["imu-attitude", "har-watch"],
+                   help="what to evaluate: imu-attitude (BROAD inclination error) or har-watch (activity "
+                        "classification, leave subjects out, early decision; writes docs/har-results.md)")
+    p.add_argument("--model", default=None, help="imu-attitude: our bundle, a path or a shipped name (default imu-attitude)")
     p.add_argument("--engine", choices=["auto", "numba", "onnxruntime"], default="auto")
     p.add_argument("--data", default=None, help="BROAD folder (default: ../shared/data/broad)")
     p.add_argument("--split", choices=["test", "train", "all"], default="test",
@@ -192,12 +194,18 @@ def add_arguments(p) -> None:
                    help=f"peers beside ours (default: all: {' '.join(peers.PEERS)}; none: --peers)")
     p.add_argument("--json", metavar="PATH", help="also write the per-trial results as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from .timeseries.har_eval import add_arguments as har_arguments
+    har_arguments(p)
 
 
 def run(args) -> int:
     import json
     import platform
     import time
+
+    if args.task == "har-watch":
+        from .timeseries.har_eval import run as run_har
+        return run_har(args)
 
     from . import peers
     from .recordings import broad_root
@@ -206,8 +214,8 @@ def run(args) -> int:
     if unknown:
         raise SystemExit(f"edge eval: unknown peer(s) {', '.join(unknown)}; known: {', '.join(peers.PEERS)}")
     trials = broad_trials(broad_root(args.data), args.split)
-    model, ours = bundle_estimator(args.model, args.engine)
-    label = f"edge {model.meta.get('name') or args.model} ({model.engine})"
+    model, ours = bundle_estimator(args.model or args.task, args.engine)
+    label = f"edge {model.meta.get('name') or args.model or args.task} ({model.engine})"
     estimators = {label: ours, **{name: peers.PEERS[name].estimate for name in args.peers}}
     notes = {label: "ours, causal", **{n: peers.PEERS[n].note for n in args.peers}}
     start = time.perf_counter()
