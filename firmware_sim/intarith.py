@@ -1,0 +1,431 @@
+"""The integer reference: a bundle's step program in int8/int16/int32 fixed point (docs/firmware.md).
+
+    from edge.firmware_sim.intarith import load_int8
+    model = load_int8("imu-attitude")            # an edge.runtime.Model: step/block/init_state
+    state = model.init_state(1)
+    y = model.step(x, state)
+
+Lowering: every register gets a number of fractional bits (16-bit values), every matrix int8 with
+one scale per output row, every requantisation a 16-bit multiplier and a shift, and the states
+their own fixed-point words (LSTM c, LMU memory, LIF potential: int32, or fewer bits with
+``state_bits``). The formats come from a calibration run: the program runs once with wide
+formats on calibration data, records each register's and state's peak, and takes the most
+fractional bits that keep peak × headroom in range. The attitude filter and the tilt correction
+stay float32 (polynomial sin/cos/atan2, IEEE sqrt): they are geometry, not a network.
+
+Kernels: firmware_sim/intarith_kernels.py; the same arithmetic in C: firmware_sim/c/edge_int.c.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import intarith_kernels as K
+
+INT_OPS = ("dense", "affine", "act", "add", "concat", "lstm", "lmu_memory", "lif", "attitude_filter",
+           "tilt_correct")
+ACTS = {"identity": K.ACT_IDENTITY, "relu": K.ACT_RELU, "tanh": K.ACT_TANH, "sigmoid": K.ACT_SIGMOID}
+QMAX = 32767                    # 16-bit registers
+CAL_QMAX = 2 ** 31 - 1          # calibration: wide registers, so nothing saturates
+CAL_F = 8                       # calibration: fractional bits of every free register
+CAL_STATE_F = 16
+HEADROOM = 1.25                 # registers: peak × 1.25 must fit
+STATE_HEADROOM = 4.0            # states: may drift past the calibration range on other data
+ATTITUDE_STATE = ("state_q", "state_bias", "state_x1", "state_x2", "state_y1", "state_y2", "state_gyr_lp",
+                  "state_acc_lp", "state_rest", "state_started")
+ATTITUDE_CONSTANTS = ("dt", "b0", "b1", "b2", "a1", "a2", "k_rest", "k_bias_rest", "rest_gyr", "rest_acc",
+                      "rest_time", "k_bias")
+
+
+class UnsupportedInt(ValueError):
+    """The program has an op (or activation) with no integer kernel."""
+
+
+@dataclass
+class Plan:
+    """A lowered integer step: records and typed constant arrays, workspace and state layout."""
+    rec: np.ndarray                 # int64 [ops, 16]
+    W8: np.ndarray
+    W16: np.ndarray
+    W32: np.ndarray
+    WF: np.ndarray
+    wsi_size: int
+    wsf_size: int
+    state_init: np.ndarray          # float32 [words] (int32 bits for integer states)
+    x_off: int
+    y_off: int
+    C: int
+    O: int
+    qmax: int
+    formats: dict                   # register / state -> fractional bits
+    int_regs: dict                  # register -> (wsi offset, length)
+    int_states: dict                # state -> (word offset, length)
+    ops: list                       # (kind, summary) per record, for the C emitter and docs
+
+
+def multiplier(r: float) -> tuple[int, int]:
+    """r ≈ M·2^-S with M ∈ [2^14, 2^15); (0, 1) for r too small to matter."""
+    if r <= 0 or r < 2.0 ** -45:
+        return 0, 1
+    S = 14 - math.floor(math.log2(r))
+    M = round(r * 2.0 ** S)
+    if M == 1 << 15:
+        M, S = M >> 1, S - 1
+    if S < 1:
+        raise ValueError(f"requantisation factor {r:g} is too large for a 16-bit multiplier")
+    return M, S
+
+
+def frac_bits(peak: float, limit: int, headroom: float, lo: int = -8, hi: int = 24) -> int:
+    if peak <= 0:
+        return min(hi, 15)
+    return int(min(hi, max(lo, math.floor(math.log2(limit / (peak * headroom))))))
+
+
+def row_scales(w: np.ndarray):
+    """int8 weights with one scale per row: (wq, scale)."""
+    s = np.abs(w).max(axis=1) / 127.0
+    s = np.where(s > 0, s, 1.0 / 127.0)
+    return np.clip(np.round(w / s[:, None]), -127, 127).astype(np.int8), s
+
+
+class _Lowering:
+    def __init__(self, meta: dict, weights: dict, formats: dict, calibrating: bool, state_bits: int, a_bits: int):
+        self.meta, self.weights, self.formats = meta, weights, formats
+        self.cal, self.state_bits, self.a_bits = calibrating, state_bits, a_bits
+        self.qmax = CAL_QMAX if calibrating else QMAX
+        self.chunks = {"W8": [], "W16": [K.lut_tables()], "W32": [], "WF": []}
+        self.sizes = {"W8": 0, "W16": 2 * K.LUT_N, "W32": 0, "WF": 0}
+        self.wsi = self.wsf = self.words = 0
+        self.regs = {}          # name -> ("q", off, f) | ("f", off)
+        self.states = {}        # state name -> (word offset, length, fractional bits or None)
+        self.init = {}
+        self.rec, self.ops = [], []
+        program = meta["program"]
+        self.reg_len = program["registers"]
+        self.state_shape = {s["name"]: s["shape"] for s in meta["state"]}
+        self.state_init = {s["name"]: s.get("init", 0.0) for s in meta["state"]}
+        x = self._freg("x", self.reg_len["x"])
+        for i, op in enumerate(program["ops"]):
+            kind = op["op"]
+            if kind not in INT_OPS:
+                raise UnsupportedInt(f"op {i} ({kind}) has no integer kernel (integer ops: {', '.join(INT_OPS)})")
+            getattr(self, "_" + kind)(op)
+        y = self.float_reg(program["output"])
+        self.x_off, self.y_off = x, y
+
+    # ---- allocation --------------------------------------------------------------------------
+    def const(self, kind: str, arr) -> int:
+        dtype = {"W8": np.int8, "W16": np.int16, "W32": np.int32, "WF": np.float32}[kind]
+        a = np.ascontiguousarray(arr, dtype=dtype).ravel()
+        off = self.sizes[kind]
+        self.chunks[kind].append(a)
+        self.sizes[kind] += a.size
+        return off
+
+    def w32(self, arr) -> int:
+        a = np.asarray(arr)
+        if np.any(np.abs(a.astype(np.float64)) > 2 ** 31 - 1):
+            raise ValueError("a bias or multiplier does not fit in int32")
+        return self.const("W32", a.astype(np.int64))
+
+    def _freg(self, name, n) -> int:
+        off, self.wsf = self.wsf, self.wsf + n
+        self.regs[name] = ("f", off)
+        return off
+
+    def fmt(self, name, forced=None) -> int:
+        f = forced if forced is not None else (CAL_F if self.cal else self.formats[name])
+        self.formats[name] = f
+        return f
+
+    def _ireg(self, name, n, forced=None) -> tuple[int, int]:
+        f = self.fmt(name, forced)
+        off, self.wsi = self.wsi, self.wsi + n
+        self.regs[name] = ("q", off, f)
+        return off, f
+
+    def scratch(self, n) -> int:
+        off, self.wsi = self.wsi, self.wsi + n
+        return off
+
+    def state(self, name, dom, forced=None) -> tuple[int, int | None]:
+        n = int(np.prod(self.state_shape[name]))
+        off, self.words = self.words, self.words + n
+        f = None
+        if dom == "q":
+            f = forced if forced is not None else (CAL_STATE_F if self.cal else self.formats["state:" + name])
+        self.states[name] = (off, n, f)
+        init = float(self.state_init[name])
+        self.init[name] = np.full(n, init, np.float32) if f is None else \
+            np.full(n, round(init * 2.0 ** f), np.int32).view(np.float32)
+        return off, f
+
+    def slim(self) -> int:
+        return CAL_QMAX if self.cal else 2 ** (self.state_bits - 1) - 1
+
+    def emit(self, code, *fields, summary=""):
+        r = [code, *[int(v) for v in fields]]
+        self.rec.append(r + [0] * (K.REC - len(r)))
+        self.ops.append(summary)
+
+    # ---- domain changes ----------------------------------------------------------------------
+    def int_reg(self, name) -> tuple[int, int]:
+        r = self.regs[name]
+        if r[0] == "q":
+            return r[1], r[2]
+        n = self.reg_len[name]
+        off, f = self._ireg(name + "@q", n)
+        self.emit(K.OP_QUANT, r[1], off, n, f, summary=f"quant {name} -> Q{f}")
+        return off, f
+
+    def float_reg(self, name) -> int:
+        r = self.regs[name]
+        if r[0] == "f":
+            return r[1]
+        n = self.reg_len[name]
+        off = self._freg(name + "@f", n)
+        self.emit(K.OP_DEQUANT, r[1], off, n, r[2], summary=f"dequant {name}")
+        return off
+
+    # ---- ops ---------------------------------------------------------------------------------
+    def _attitude_filter(self, op):
+        xin = self.float_reg(op["in"])
+        q = self._freg(op["out"], 4)
+        g = self._freg(op["gravity"], 3)
+        c = [op[k] for k in ATTITUDE_CONSTANTS] + [3.0 * op["rest_gyr"]]  # 3·rest_gyr in float64, as torch
+        cst = self.const("WF", np.array(c, np.float32))
+        st = self.words
+        for k in ATTITUDE_STATE:
+            self.state(op[k], "f")
+        if self.words - st != 27:
+            raise ValueError("attitude_filter state sizes differ from q 4, 7 x 3, rest 1, started 1")
+        self.emit(K.OP_ATTITUDE, xin, q, g, cst, st, summary="attitude_filter (float32)")
+
+    def _tilt_correct(self, op):
+        q, r = self.float_reg(op["q"]), self.float_reg(op["r"])
+        out = self._freg(op["out"], 4)
+        self.emit(K.OP_TILT, q, r, out, summary="tilt_correct (float32)")
+
+    def _concat(self, op):
+        n = self.reg_len[op["out"]]
+        out, fo = self._ireg(op["out"], n)
+        k = 0
+        for name in op["ins"]:
+            src, f = self.int_reg(name)
+            m = self.reg_len[name]
+            self.emit(K.OP_SHIFT, src, out + k, m, f - fo, summary=f"concat {name} Q{f} -> Q{fo}")
+            k += m
+
+    def _add(self, op):
+        a, fa = self.int_reg(op["a"])
+        b, fb = self.int_reg(op["b"])
+        n = self.reg_len[op["out"]]
+        out, fo = self._ireg(op["out"], n)
+        self.emit(K.OP_ADD, a, b, out, n, fa - fo, fb - fo, summary=f"add -> Q{fo}")
+
+    def _act(self, op):
+        code = self._act_code(op["act"])
+        src, fi = self.int_reg(op["in"])
+        n = self.reg_len[op["out"]]
+        out, fo = self._ireg(op["out"], n)
+        self.emit(K.OP_ACT, src, out, n, code, fi, fo, summary=f"act {op['act']} Q{fi} -> Q{fo}")
+
+    @staticmethod
+    def _act_code(name):
+        if name not in ACTS:
+            raise UnsupportedInt(f"activation {name!r} has no integer kernel (have: {', '.join(ACTS)})")
+        return ACTS[name]
+
+    def requant_table(self, scales, f_in, f_out):
+        mul, sh = zip(*(multiplier(float(s) * 2.0 ** (f_out - f_in)) for s in scales))
+        return self.w32(mul), self.w32(sh)
+
+    def check_acc(self, wq, bq, what):
+        worst = np.abs(wq.astype(np.int64)).sum(axis=1) * (QMAX + 1) + np.abs(bq)
+        if not self.cal and worst.max() >= 2 ** 31:
+            raise ValueError(f"{what}: a 32-bit accumulator could overflow (worst row {int(worst.max())})")
+
+    def _dense(self, op):
+        code = self._act_code(op.get("act", "identity"))
+        W = np.asarray(self.weights[op["weight"]], np.float64)
+        O, I = W.shape
+        xin, fi = self.int_reg(op["in"])
+        out, fo = self._ireg(op["out"], O)
+        wq, s = row_scales(W)
+        b = np.asarray(self.weights[op["bias"]], np.float64) if op.get("bias") else np.zeros(O)
+        bq = np.round(b / (s * 2.0 ** -fi)).astype(np.int64)
+        self.check_acc(wq, bq, f"dense {op['weight']}")
+        target = K.Q12 if code in (K.ACT_TANH, K.ACT_SIGMOID) else fo
+        mul, sh = self.requant_table(s, fi, target)
+        self.emit(K.OP_DENSE, xin, out, I, O, self.const("W8", wq), self.w32(bq), mul, sh, code, fo,
+                  summary=f"dense {O}x{I} {op.get('act', 'identity')} Q{fi} -> Q{fo}")
+
+    def _affine(self, op):
+        scale = np.asarray(self.weights[op["scale"]], np.float64)
+        shift = np.asarray(self.weights[op["shift"]], np.float64)
+        n = scale.size
+        xin, fi = self.int_reg(op["in"])
+        out, fo = self._ireg(op["out"], n)
+        s = np.where(scale != 0, np.abs(scale) / 127.0, 1.0 / 127.0)
+        wq = np.round(scale / s).astype(np.int8)
+        bq = np.round(shift / (s * 2.0 ** -fi)).astype(np.int64)
+        mul, sh = self.requant_table(s, fi, fo)
+        self.emit(K.OP_AFFINE, xin, out, n, self.const("W8", wq), self.w32(bq), mul, sh,
+                  summary=f"affine {n} Q{fi} -> Q{fo}")
+
+    def _lstm(self, op):
+        w_ih = np.asarray(self.weights[op["w_ih"]], np.float64)
+        w_hh = np.asarray(self.weights[op["w_hh"]], np.float64)
+        H4, I = w_ih.shape
+        H = H4 // 4
+        xin, fi = self.int_reg(op["in"])
+        wq, s = row_scales(np.concatenate([w_ih, w_hh], axis=1))
+        bq = np.round(np.asarray(self.weights[op["bias"]], np.float64) / (s * 2.0 ** -fi)).astype(np.int64)
+        self.check_acc(wq[:, :I], bq, f"lstm {op['w_ih']}")
+        self.check_acc(wq[:, I:], 0, f"lstm {op['w_hh']}")
+        mx, sx = self.requant_table(s, fi, K.Q12)
+        mh, shh = self.requant_table(s, K.Q15, K.Q12)
+        h, _ = self.state(op["state_h"], "q", forced=K.Q15)
+        c, fc = self.state(op["state_c"], "q")
+        if not self.cal and fc < K.Q12:
+            raise ValueError(f"lstm cell state {op['state_c']}: Q{fc} has fewer than 12 fractional bits")
+        out, _ = self._ireg(op["out"], H, forced=K.Q15)
+        tmp = self.scratch(4 * H)
+        self.emit(K.OP_LSTM, xin, out, I, H, self.const("W8", wq), self.w32(bq), mx, sx, mh, shh, h, c, fc,
+                  self.slim(), tmp, summary=f"lstm H={H} I={I} Q{fi}, h Q15, c Q{fc}")
+
+    def _lmu_memory(self, op):
+        A = np.asarray(self.weights[op["a"]], np.float64)
+        B = np.asarray(self.weights[op["b"]], np.float64).ravel()
+        d = A.shape[0]
+        ch = self.reg_len[op["in"]]
+        u, fu = self.int_reg(op["in"])
+        lim = 2 ** (self.a_bits - 1) - 1
+        fa = frac_bits(np.abs(A).max(), lim, 1.0, lo=0, hi=30)
+        fb = frac_bits(np.abs(B).max(), lim, 1.0, lo=0, hi=30)
+        m, fm = self.state(op["state_m"], "q")
+        out, fo = self._ireg(op["out"], ch * d)
+        tmp = self.scratch(d)
+        self.emit(K.OP_LMUMEM, u, out, ch, d, self.const("W16", np.round(A * 2.0 ** fa)), fa,
+                  self.const("W16", np.round(B * 2.0 ** fb)), fu + fb - fm, m, self.slim(), fm - fo, tmp,
+                  summary=f"lmu_memory ch={ch} d={d} A Q{fa} ({self.a_bits} bit), m Q{fm} ({self.state_bits} bit)")
+
+    def _lif(self, op):
+        tau = np.asarray(self.weights[op["tau"]], np.float64).ravel()
+        thr = np.asarray(self.weights[op["threshold"]], np.float64).ravel()
+        n = tau.size
+        xin, fi = self.int_reg(op["in"])
+        v, fv = self.state(op["state_v"], "q")
+        out, _ = self._ireg(op["out"], n, forced=0)
+        k = self.w32(np.round(2.0 ** K.Q15 / tau))
+        self.emit(K.OP_LIF, xin, out, n, v, k, self.w32(np.round(thr * 2.0 ** fv)), fi - fv, self.slim(),
+                  summary=f"lif {n} Q{fi}, v Q{fv}")
+
+    def plan(self) -> Plan:
+        def cat(kind, dtype):
+            return np.concatenate(self.chunks[kind]).astype(dtype) if self.chunks[kind] else np.zeros(0, dtype)
+        order = sorted(self.states.values(), key=lambda s: s[0])
+        names = sorted(self.states, key=lambda n: self.states[n][0])
+        init = np.concatenate([self.init[n] for n in names]) if names else np.zeros(0, np.float32)
+        assert all(a[0] + a[1] == b[0] for a, b in zip(order, order[1:]))
+        return Plan(np.array(self.rec, np.int64).reshape(-1, K.REC), cat("W8", np.int8), cat("W16", np.int16),
+                    cat("W32", np.int32), cat("WF", np.float32), max(self.wsi, 1), max(self.wsf, 1),
+                    init.astype(np.float32), self.x_off, self.y_off, self.reg_len["x"],
+                    self.reg_len[self.meta["program"]["output"]], self.qmax, dict(self.formats),
+                    {k: (v[1], self.reg_len.get(k.split("@")[0], 0)) for k, v in self.regs.items() if v[0] == "q"},
+                    {k: (v[0], v[1]) for k, v in self.states.items() if v[2] is not None}, list(self.ops))
+
+
+def run_plan(plan: Plan, X: np.ndarray, state: np.ndarray, peaks=None) -> np.ndarray:
+    """X [T, streams, C] float32 (normalised as the model sees it) -> Y [T, streams, O]."""
+    Y = np.empty((X.shape[0], X.shape[1], plan.O), np.float32)
+    pw, ps = peaks if peaks is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    K.run(plan.rec, plan.W8, plan.W16, plan.W32, plan.WF, np.zeros(plan.wsi_size, np.int32),
+          np.zeros(plan.wsf_size, np.float32), state, np.ascontiguousarray(X, np.float32), Y, plan.x_off,
+          plan.y_off, True, plan.qmax, pw, ps)
+    return Y
+
+
+def calibrate(meta: dict, weights: dict, X: np.ndarray, state_bits: int = 32, a_bits: int = 16) -> Plan:
+    """Lower with wide formats, run X [T, C] (normalised), and lower again with the formats that
+    the peaks allow."""
+    wide = _Lowering(meta, weights, {}, True, state_bits, a_bits).plan()
+    state = np.tile(wide.state_init, (1, 1))
+    peaks = (np.zeros(wide.wsi_size, np.int64), np.zeros(state.shape[1], np.int64))
+    run_plan(wide, X[:, None, :], state, peaks)
+    formats = {}
+    for name, (off, n) in wide.int_regs.items():
+        f = wide.formats[name]
+        formats[name] = frac_bits(peaks[0][off:off + n].max(initial=0) / 2.0 ** f, QMAX, HEADROOM)
+    for name, (off, n) in wide.int_states.items():
+        peak = peaks[1][off:off + n].max(initial=0) / 2.0 ** CAL_STATE_F
+        formats["state:" + name] = frac_bits(peak, 2 ** (state_bits - 1) - 1, STATE_HEADROOM, lo=0, hi=30)
+    return _Lowering(meta, weights, formats, False, state_bits, a_bits).plan()
+
+
+class IntExecutor:
+    """The integer plan behind edge.runtime.Model's executor interface. The state is a float32
+    array [streams, words] whose words hold int32 bits for the integer states."""
+
+    name = "int8"
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.input_size, self.output_size, self.state_size = plan.C, plan.O, plan.state_init.size
+
+    def init_state(self, streams: int = 1) -> np.ndarray:
+        return np.tile(self.plan.state_init, (streams, 1))
+
+    def block(self, x, state) -> np.ndarray:
+        return run_plan(self.plan, x, state)
+
+    def step(self, x, state) -> np.ndarray:
+        return run_plan(self.plan, x[None], state)[0]
+
+
+def normalised(meta: dict, x: np.ndarray) -> np.ndarray:
+    norm = meta.get("normalisation") or {}
+    x = np.asarray(x, np.float32)
+    if "mean" in norm:
+        x = (x - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
+    return np.ascontiguousarray(x)
+
+
+def calibration_inputs(bundle, recording=None, samples: int = 60_000) -> np.ndarray:
+    """Raw inputs [T, C] to calibrate on: the given recording, or for an attitude bundle the BROAD
+    training trials (never the test split), up to ``samples`` samples spread over trials."""
+    from edge.recordings import broad_trials, read_recording
+    from edge.replay import select_inputs
+    label = bundle.meta.get("name") or bundle.path
+    if recording is not None:
+        rec = read_recording(recording, channels=[c["name"] for c in bundle.meta["inputs"]]) \
+            if not hasattr(recording, "x") else recording
+        x = select_inputs(rec, bundle.meta, label)
+        return x[np.all(np.isfinite(x), axis=1)][:samples]
+    if bundle.meta["task"] != "attitude":
+        raise ValueError(f"bundle {label}: give a calibration recording (only attitude bundles have a default: "
+                         "the BROAD training trials)")
+    xs = []
+    trials = broad_trials(split="train")
+    per = samples // 4
+    for path in trials[::max(1, len(trials) // 4)][:4]:
+        x = select_inputs(read_recording(path), bundle.meta, label)
+        xs.append(x[np.all(np.isfinite(x), axis=1)][:per])
+    return np.concatenate(xs)
+
+
+def load_int8(bundle_or_name, recording=None, state_bits: int = 32, a_bits: int = 16):
+    """An edge.runtime.Model that runs the bundle in integers (calibrated on ``recording``, or on
+    the default calibration data of calibration_inputs)."""
+    from edge.bundle import BundleError, read_bundle
+    from edge.runtime import Model
+    bundle = read_bundle(bundle_or_name)
+    try:
+        plan = calibrate(bundle.meta, bundle.weights, normalised(bundle.meta, calibration_inputs(bundle, recording)),
+                         state_bits, a_bits)
+    except UnsupportedInt as e:
+        raise BundleError(bundle.path, f"cannot run in integers: {e}") from None
+    return Model(bundle, IntExecutor(plan), f"int8: integer reference, {len(plan.ops)} ops, calibrated")

@@ -1,0 +1,421 @@
+"""Numba kernels of the integer step (firmware_sim/intarith.py lowers a bundle's program to them;
+firmware_sim/c/edge_int.c is the same arithmetic in C99, operation for operation).
+
+Number formats
+--------------
+* Registers are integers of at most 16 bits (``qmax`` = 32767) with a per-register number of
+  fractional bits f: value = q · 2^-f ("Q(15-f).f"). Floats appear only in float registers (the
+  attitude filter's input and outputs).
+* Weights are int8 with one scale per output channel; biases are int32 in the accumulator's unit.
+  Accumulators are 32-bit in C (the planner proves |Σ| < 2^31 for every row); here int64.
+* Requantisation: out = (acc · M + 2^(S-1)) >> S with a 16-bit multiplier M ∈ [2^14, 2^15) and a
+  shift S per channel (round half up, arithmetic shift), then saturation to ±qmax.
+* tanh and sigmoid: a 513-entry Q15 table over [-8, 8] (step 1/32) read with linear interpolation
+  from a Q12 argument (|error| ≤ 1.3e-4, tests); the result is Q15.
+* State words are int32 with per-state fractional bits and their own limit (``slim``): the LSTM
+  cell c, the LMU memory m, the LIF potential v. The LSTM h is Q15.
+
+Floats (attitude filter, tilt correction) are float32 scalar code with no fastmath; sin, cos and
+atan2 are the Cephes single-precision polynomials written out below (no libm), so that C compiled
+with ``-ffp-contract=off`` computes the same bits on any IEEE float32 machine. sqrt is IEEE (exact).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from edge.engine.kernels import (_EPS12, _EPS24, _HALF, _ONE, _TWO, _ZERO, F32, _get3, _lerp3, _put3, _unit3,
+                                 clamp_min, level_to_up, norm3, norm4, quat_conj, quat_mul, quat_rotate)
+
+# record: opcode + up to 15 int64 fields (offsets into the typed arrays, sizes, formats)
+REC = 16
+OP_QUANT, OP_DEQUANT, OP_DENSE, OP_AFFINE, OP_ACT, OP_ADD, OP_SHIFT, OP_LSTM, OP_LMUMEM, OP_LIF, \
+    OP_ATTITUDE, OP_TILT = range(1, 13)
+ACT_IDENTITY, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
+LUT_N = 513                         # entries per table: [-8, 8] in steps of 1/32
+LUT_TANH, LUT_SIGMOID = 0, LUT_N    # table offsets in the int16 weight array
+Q12 = 12                            # the table argument format
+Q15 = 15
+
+
+def lut_tables() -> np.ndarray:
+    """tanh then sigmoid at -8 + k/32, k = 0..512, rounded to Q15 and saturated to 32767."""
+    x = -8.0 + np.arange(LUT_N) / 32.0
+    tabs = [np.tanh(x), 1.0 / (1.0 + np.exp(-x))]
+    return np.concatenate([np.clip(np.round(t * 32768.0), -32768, 32767) for t in tabs]).astype(np.int16)
+
+
+# ---- integer helpers ---------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def sat(v, lim):
+    return lim if v > lim else (-lim - 1 if v < -lim - 1 else v)
+
+
+@njit(cache=True, inline="always")
+def shr(v, s):
+    """v · 2^-s rounded half up (s > 0), or v · 2^-s exactly (s ≤ 0)."""
+    if s > 0:
+        return (v + (np.int64(1) << (s - 1))) >> s
+    return v << (-s)
+
+
+@njit(cache=True, inline="always")
+def requant(acc, m, s):
+    return (acc * m + (np.int64(1) << (s - 1))) >> s
+
+
+@njit(cache=True)
+def lut(W16, table, x):
+    """Q12 argument -> Q15 value of the table, linear interpolation between entries."""
+    u = sat(x, 32767) + 32768                  # 0 .. 65535
+    i = u >> 7
+    fr = u & 127
+    a = np.int64(W16[table + i])
+    b = np.int64(W16[table + min(i + 1, LUT_N - 1)])
+    return a + (((b - a) * fr + 64) >> 7)
+
+
+@njit(cache=True)
+def activate(W16, code, v, f_in, f_out, qmax):
+    """One activation from Q(f_in) to Q(f_out); tanh and sigmoid go through the Q15 tables."""
+    if code == ACT_TANH or code == ACT_SIGMOID:
+        y = lut(W16, LUT_TANH if code == ACT_TANH else LUT_SIGMOID, shr(v, f_in - Q12))
+        return sat(shr(y, Q15 - f_out), qmax)
+    if code == ACT_RELU and v < 0:
+        return np.int64(0)
+    return sat(shr(v, f_in - f_out), qmax)
+
+
+# ---- integer ops -------------------------------------------------------------------------------
+@njit(cache=True)
+def quant(wsf, wsi, src, dst, n, f, qmax):
+    """float32 -> Q(f): v = x·2^f (exact), truncate, round half away from zero, saturate."""
+    scale = F32(2.0) ** f if f >= 0 else _ONE / F32(2.0) ** (-f)
+    lim = F32(qmax)
+    for k in range(n):
+        v = wsf[src + k] * scale
+        if v >= lim:
+            wsi[dst + k] = qmax
+        elif v <= -lim - _ONE:
+            wsi[dst + k] = -qmax - 1
+        else:
+            t = np.int64(np.int32(v))
+            r = v - F32(t)
+            if r >= _HALF:
+                t += 1
+            elif r <= -_HALF:
+                t -= 1
+            wsi[dst + k] = t
+
+
+@njit(cache=True)
+def dequant(wsi, wsf, src, dst, n, f):
+    scale = _ONE / F32(2.0) ** f if f >= 0 else F32(2.0) ** (-f)
+    for k in range(n):
+        wsf[dst + k] = F32(wsi[src + k]) * scale
+
+
+@njit(cache=True)
+def dense(wsi, W8, W16, W32, xin, out, I, O, w, b, mul, sh, act, f_out, qmax):
+    """out = act(W·x + b): int8 weights [O, I] row-major, int32 bias, per-row M and S to the
+    output format (identity, relu) or to Q12 (tanh, sigmoid)."""
+    for o in range(O):
+        acc = np.int64(W32[b + o])
+        row = w + o * I
+        for i in range(I):
+            acc += np.int64(W8[row + i]) * wsi[xin + i]
+        v = requant(acc, np.int64(W32[mul + o]), W32[sh + o])
+        if act == ACT_TANH or act == ACT_SIGMOID:
+            wsi[out + o] = activate(W16, act, v, Q12, f_out, qmax)
+        else:
+            wsi[out + o] = activate(W16, act, v, f_out, f_out, qmax)
+
+
+@njit(cache=True)
+def affine(wsi, W8, W32, xin, out, n, w, b, mul, sh, qmax):
+    """out = x·scale + shift per channel: the scale is an int8 (±127 or 0) times the channel's M, S."""
+    for k in range(n):
+        acc = np.int64(W8[w + k]) * wsi[xin + k] + W32[b + k]
+        wsi[out + k] = sat(requant(acc, np.int64(W32[mul + k]), W32[sh + k]), qmax)
+
+
+@njit(cache=True)
+def lstm(wsi, si, W8, W16, W32, xin, out, I, H, w, b, mx, sx, mh, sh, h, c, fc, slim, tmp):
+    """torch LSTM cell (gates i, f, g, o). W = [W_ih | W_hh] int8 [4H, I+H], one scale per row;
+    the x part and the h part (Q15) are requantised to Q12 separately and added. c: int32 Q(fc)."""
+    for o in range(4 * H):
+        row = w + o * (I + H)
+        ax = np.int64(W32[b + o])
+        for i in range(I):
+            ax += np.int64(W8[row + i]) * wsi[xin + i]
+        ah = np.int64(0)
+        for j in range(H):
+            ah += np.int64(W8[row + I + j]) * si[h + j]
+        wsi[tmp + o] = requant(ax, np.int64(W32[mx + o]), W32[sx + o]) + requant(ah, np.int64(W32[mh + o]), W32[sh + o])
+    for j in range(H):
+        ig = lut(W16, LUT_SIGMOID, wsi[tmp + j])
+        fg = lut(W16, LUT_SIGMOID, wsi[tmp + H + j])
+        gg = lut(W16, LUT_TANH, wsi[tmp + 2 * H + j])
+        og = lut(W16, LUT_SIGMOID, wsi[tmp + 3 * H + j])
+        cn = sat(shr(fg * si[c + j], Q15) + shr(ig * gg, 2 * Q15 - fc), slim)
+        si[c + j] = cn
+        hn = sat(shr(og * lut(W16, LUT_TANH, shr(cn, fc - Q12)), Q15), 32767)
+        si[h + j] = hn
+        wsi[out + j] = hn
+
+
+@njit(cache=True)
+def lmumem(wsi, si, W16, u, out, ch, d, a, fa, bb, s_in, m, slim, s_out, qmax, tmp):
+    """LMU linear memory: m[c] = Ā·m[c] + u[c]·B̄. Ā: int16 Q(fa); B̄·u lands in m's format by a
+    shift s_in; m: int32 words; out = m >> s_out, saturated."""
+    for k in range(ch):
+        mk = m + k * d
+        for i in range(d):
+            acc = np.int64(0)
+            for j in range(d):
+                acc += np.int64(W16[a + i * d + j]) * si[mk + j]
+            wsi[tmp + i] = sat(shr(acc, fa) + shr(np.int64(W16[bb + i]) * wsi[u + k], s_in), slim)
+        for i in range(d):
+            si[mk + i] = wsi[tmp + i]
+            wsi[out + k * d + i] = sat(shr(np.int64(wsi[tmp + i]), s_out), qmax)
+
+
+@njit(cache=True)
+def lif(wsi, si, W32, xin, out, n, v, k, thr, s_in, slim):
+    """h = v + (x − v)/τ with 1/τ as Q15 k; spike where h ≥ θ; v = 0 after a spike; out = 0/1 (Q0)."""
+    for j in range(n):
+        vv = np.int64(si[v + j])
+        hh = sat(vv + shr((shr(np.int64(wsi[xin + j]), s_in) - vv) * W32[k + j], Q15), slim)
+        s = hh >= W32[thr + j]
+        si[v + j] = 0 if s else hh
+        wsi[out + j] = 1 if s else 0
+
+
+# ---- float32 ops without libm ------------------------------------------------------------------
+_FOPI = F32(1.27323954473516)
+_DP1, _DP2, _DP3 = F32(0.78515625), F32(2.4187564849853515625e-4), F32(3.77489497744594108e-8)
+_S1, _S2, _S3 = F32(-1.9515295891e-4), F32(8.3321608736e-3), F32(-1.6666654611e-1)
+_C1, _C2, _C3 = F32(2.443315711809948e-5), F32(-1.388731625493765e-3), F32(4.166664568298827e-2)
+_T1, _T2, _T3, _T4 = F32(8.05374449538e-2), F32(-1.38776856032e-1), F32(1.99777106478e-1), F32(-3.33329491539e-1)
+_PIO2, _PIO4, _PI = F32(1.5707963267948966), F32(0.7853981633974483), F32(3.141592653589793)
+_TAN3PI8, _TANPI8 = F32(2.414213562373095), F32(0.4142135623730950)
+
+
+@njit(cache=True)
+def _reduce(x):
+    """Cephes: x ≥ 0 -> octant j (0..7) and z = x − j·π/4 (three-part π/4)."""
+    j = np.int32(_FOPI * x)
+    y = F32(j)
+    if j & 1:
+        j += 1
+        y += _ONE
+    j = j & 7
+    z = ((x - y * _DP1) - y * _DP2) - y * _DP3
+    return j, z
+
+
+@njit(cache=True)
+def _sin_poly(z):
+    zz = z * z
+    return ((_S1 * zz + _S2) * zz + _S3) * zz * z + z
+
+
+@njit(cache=True)
+def _cos_poly(z):
+    zz = z * z
+    return ((_C1 * zz + _C2) * zz + _C3) * zz * zz - _HALF * zz + _ONE
+
+
+@njit(cache=True)
+def sin32(x):
+    neg = x < _ZERO
+    j, z = _reduce(-x if neg else x)
+    if j > 3:
+        neg = not neg
+        j -= 4
+    y = _cos_poly(z) if (j == 1 or j == 2) else _sin_poly(z)
+    return -y if neg else y
+
+
+@njit(cache=True)
+def cos32(x):
+    j, z = _reduce(-x if x < _ZERO else x)
+    neg = False
+    if j > 3:
+        neg = True
+        j -= 4
+    if j > 1:
+        neg = not neg
+    y = _sin_poly(z) if (j == 1 or j == 2) else _cos_poly(z)
+    return -y if neg else y
+
+
+@njit(cache=True)
+def atan32(x):
+    neg = x < _ZERO
+    a = -x if neg else x
+    if a > _TAN3PI8:
+        y = _PIO2
+        a = -(_ONE / a)
+    elif a > _TANPI8:
+        y = _PIO4
+        a = (a - _ONE) / (a + _ONE)
+    else:
+        y = _ZERO
+    z = a * a
+    y = y + ((((_T1 * z + _T2) * z + _T3) * z + _T4) * z * a + a)
+    return -y if neg else y
+
+
+@njit(cache=True)
+def atan2_32(y, x):
+    if x > _ZERO:
+        return atan32(y / x)
+    if x < _ZERO:
+        return atan32(y / x) + (_PI if y >= _ZERO else -_PI)
+    return _PIO2 if y > _ZERO else (-_PIO2 if y < _ZERO else _ZERO)
+
+
+@njit(cache=True)
+def quat_exp32(r):
+    """[cos(|r|/2), sin(|r|/2)·r/max(|r|, 1e-12)] with the polynomial sin and cos."""
+    angle = norm3(r[0], r[1], r[2])
+    half = angle / _TWO
+    f = sin32(half) / clamp_min(angle, _EPS12)
+    return (cos32(half), r[0] * f, r[1] * f, r[2] * f)
+
+
+@njit(cache=True)
+def attitude(wsf, sf, WF, xin, qo, go, cst, st):
+    """models/attitude.py attitude_filter_step for one stream, in the order of operations of the
+    engine's kernel (edge/engine/kernels.py attitude_rows) but with sin32/cos32/atan2_32 for libm.
+    27 state words from st: q 4, then bias x1 x2 y1 y2 gyr_lp acc_lp (3 each), rest, started."""
+    X = wsf[xin:xin + 6]
+    B = sf[st + 4:st + 25].reshape((7, 3)).T   # _get3(B, k): the k-th 3-vector after q
+    C = WF[cst:cst + 13]
+    dt, b0, b1, b2, a1, a2 = C[0], C[1], C[2], C[3], C[4], C[5]
+    k_rest, k_bias_rest, rest_gyr, rest_acc, rest_time, k_bias, rest_gyr3 = C[6], C[7], C[8], C[9], C[10], C[11], C[12]
+    acc = (X[0], X[1], X[2])
+    gyr = (X[3], X[4], X[5])
+    if sf[st + 26] < _HALF:  # fresh: the first sample levels the filter from the accelerometer
+        q = level_to_up(_unit3(acc))
+        a_up = quat_rotate(q, acc)
+        x1, x2, y1, y2, acc_lp = a_up, a_up, a_up, a_up, acc
+    else:
+        q = (sf[st], sf[st + 1], sf[st + 2], sf[st + 3])
+        x1, x2, y1, y2, acc_lp = _get3(B, 1), _get3(B, 2), _get3(B, 3), _get3(B, 4), _get3(B, 6)
+    bias = _get3(B, 0)
+    gyr_lp = _lerp3(_get3(B, 5), k_rest, gyr)
+    acc_lp = _lerp3(acc_lp, k_rest, acc)
+    still = (norm3(gyr_lp[0] - bias[0], gyr_lp[1] - bias[1], gyr_lp[2] - bias[2]) < rest_gyr) \
+        & (norm3(acc[0] - acc_lp[0], acc[1] - acc_lp[1], acc[2] - acc_lp[2]) < rest_acc) \
+        & (norm3(gyr[0] - gyr_lp[0], gyr[1] - gyr_lp[1], gyr[2] - gyr_lp[2]) < rest_gyr3)
+    rest = sf[st + 25] + dt if still else _ZERO
+    if rest > rest_time:
+        bias = _lerp3(bias, k_bias_rest, gyr_lp)
+    q = quat_mul(q, quat_exp32(((gyr[0] - bias[0]) * dt, (gyr[1] - bias[1]) * dt, (gyr[2] - bias[2]) * dt)))
+    m = norm4(q[0], q[1], q[2], q[3])
+    q = (q[0] / m, q[1] / m, q[2] / m, q[3] / m)
+    ae = quat_rotate(q, acc)
+    y = (b0 * ae[0] + b1 * x1[0] + b2 * x2[0] - a1 * y1[0] - a2 * y2[0],
+         b0 * ae[1] + b1 * x1[1] + b2 * x2[1] - a1 * y1[1] - a2 * y2[1],
+         b0 * ae[2] + b1 * x1[2] + b2 * x2[2] - a1 * y1[2] - a2 * y2[2])
+    x2, x1, y2, y1 = x1, ae, y1, y
+    n = _unit3(y)
+    d = level_to_up(n)
+    q = quat_mul(d, q)
+    x1, x2, y1, y2 = quat_rotate(d, x1), quat_rotate(d, x2), quat_rotate(d, y1), quat_rotate(d, y2)
+    horizontal = math.sqrt(clamp_min(n[0] * n[0] + n[1] * n[1], _EPS24))
+    aps = atan2_32(horizontal, n[2]) / horizontal
+    qc = quat_conj(q)
+    corr = quat_rotate(qc, (n[1] * aps, -n[0] * aps, _ZERO * aps))
+    bias = (bias[0] - k_bias * corr[0], bias[1] - k_bias * corr[1], bias[2] - k_bias * corr[2])
+    grav = quat_rotate(qc, (_ZERO, _ZERO, _ONE))
+    for k in range(4):
+        wsf[qo + k] = q[k]
+        sf[st + k] = q[k]
+    for k in range(3):
+        wsf[go + k] = grav[k]
+    _put3(B, 0, bias)
+    _put3(B, 1, x1)
+    _put3(B, 2, x2)
+    _put3(B, 3, y1)
+    _put3(B, 4, y2)
+    _put3(B, 5, gyr_lp)
+    _put3(B, 6, acc_lp)
+    sf[st + 25] = rest
+    sf[st + 26] = _ONE
+
+
+@njit(cache=True)
+def tilt(wsf, qi, ri, out):
+    q = quat_mul((wsf[qi], wsf[qi + 1], wsf[qi + 2], wsf[qi + 3]), quat_exp32((wsf[ri], wsf[ri + 1], wsf[ri + 2])))
+    m = norm4(q[0], q[1], q[2], q[3])
+    for k in range(4):
+        wsf[out + k] = q[k] / m
+
+
+# ---- the interpreter ---------------------------------------------------------------------------
+@njit(cache=True)
+def step_ops(rec, W8, W16, W32, WF, wsi, wsf, si, sf, qmax):
+    for p in range(rec.shape[0]):
+        r = rec[p]
+        code = r[0]
+        if code == OP_QUANT:
+            quant(wsf, wsi, r[1], r[2], r[3], r[4], qmax)
+        elif code == OP_DEQUANT:
+            dequant(wsi, wsf, r[1], r[2], r[3], r[4])
+        elif code == OP_DENSE:
+            dense(wsi, W8, W16, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], qmax)
+        elif code == OP_AFFINE:
+            affine(wsi, W8, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], qmax)
+        elif code == OP_ACT:
+            for k in range(r[3]):
+                wsi[r[2] + k] = activate(W16, r[4], np.int64(wsi[r[1] + k]), r[5], r[6], qmax)
+        elif code == OP_ADD:
+            for k in range(r[4]):
+                wsi[r[3] + k] = sat(shr(np.int64(wsi[r[1] + k]), r[5]) + shr(np.int64(wsi[r[2] + k]), r[6]), qmax)
+        elif code == OP_SHIFT:
+            for k in range(r[3]):
+                wsi[r[2] + k] = sat(shr(np.int64(wsi[r[1] + k]), r[4]), qmax)
+        elif code == OP_LSTM:
+            lstm(wsi, si, W8, W16, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
+                 r[13], r[14], r[15])
+        elif code == OP_LMUMEM:
+            lmumem(wsi, si, W16, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], qmax, r[12])
+        elif code == OP_LIF:
+            lif(wsi, si, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+        elif code == OP_ATTITUDE:
+            attitude(wsf, sf, WF, r[1], r[2], r[3], r[4], r[5])
+        elif code == OP_TILT:
+            tilt(wsf, r[1], r[2], r[3])
+
+
+@njit(cache=True)
+def run(rec, W8, W16, W32, WF, wsi, wsf, state, X, Y, x_off, y_off, y_float, qmax, peak_ws, peak_st):
+    """X [T, streams, C] float32 -> Y [T, streams, O]; state [streams, words] float32 whose words
+    hold int32 bits for integer states. peak_*: max |value| per integer row seen (calibration), or
+    empty arrays."""
+    T, S, C = X.shape
+    O = Y.shape[2]
+    track = peak_ws.shape[0] > 0
+    for s in range(S):
+        sf = state[s]
+        si = sf.view(np.int32)
+        for t in range(T):
+            for k in range(C):
+                wsf[x_off + k] = X[t, s, k]
+            step_ops(rec, W8, W16, W32, WF, wsi, wsf, si, sf, qmax)
+            for k in range(O):
+                Y[t, s, k] = wsf[y_off + k] if y_float else F32(wsi[y_off + k])
+            if track:
+                for k in range(wsi.shape[0]):
+                    a = abs(wsi[k])
+                    if a > peak_ws[k]:
+                        peak_ws[k] = a
+                for k in range(si.shape[0]):
+                    a = abs(np.int64(si[k]))
+                    if a > peak_st[k]:
+                        peak_st[k] = a
