@@ -92,7 +92,7 @@ def activate(W16, code, v, f_in, f_out, qmax):
 @njit(cache=True)
 def quant(wsf, wsi, src, dst, n, f, qmax):
     """float32 -> Q(f): v = x·2^f (exact), truncate, round half away from zero, saturate."""
-    scale = F32(2.0) ** f if f >= 0 else _ONE / F32(2.0) ** (-f)
+    scale = F32(2.0 ** f)       # a power of two: exact, as C's repeated doubling
     lim = F32(qmax)
     for k in range(n):
         v = wsf[src + k] * scale
@@ -112,7 +112,7 @@ def quant(wsf, wsi, src, dst, n, f, qmax):
 
 @njit(cache=True)
 def dequant(wsi, wsf, src, dst, n, f):
-    scale = _ONE / F32(2.0) ** f if f >= 0 else F32(2.0) ** (-f)
+    scale = F32(2.0 ** -f)
     for k in range(n):
         wsf[dst + k] = F32(wsi[src + k]) * scale
 
@@ -167,7 +167,7 @@ def lstm(wsi, si, W8, W16, W32, xin, out, I, H, w, b, mx, sx, mh, sh, h, c, fc, 
 
 
 @njit(cache=True)
-def lmumem(wsi, si, W16, u, out, ch, d, a, fa, bb, s_in, m, slim, s_out, qmax, tmp):
+def lmumem(wsi, si, W16, u, out, ch, d, a, fa, bb, s_in, m, slim, s_out, tmp, qmax):
     """LMU linear memory: m[c] = Ā·m[c] + u[c]·B̄. Ā: int16 Q(fa); B̄·u lands in m's format by a
     shift s_in; m: int32 words; out = m >> s_out, saturated."""
     for k in range(ch):
@@ -384,7 +384,7 @@ def step_ops(rec, W8, W16, W32, WF, wsi, wsf, si, sf, qmax):
             lstm(wsi, si, W8, W16, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
                  r[13], r[14], r[15])
         elif code == OP_LMUMEM:
-            lmumem(wsi, si, W16, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], qmax, r[12])
+            lmumem(wsi, si, W16, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], qmax)
         elif code == OP_LIF:
             lif(wsi, si, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
         elif code == OP_ATTITUDE:
