@@ -1,0 +1,203 @@
+"""The daemon's parts without a broker: config validation, payload codecs, the pipeline's rules."""
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+
+import edge
+from edge.daemon.config import ConfigError, load_config, topic_filter
+from edge.daemon.payload import Decoder, JsonLayout, PayloadError, decode_frame, encode_frame
+from edge.daemon.pipeline import Pipeline
+from edge.daemon.service import Metrics
+
+IMU = ["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"]
+
+
+# ------------------------------------------------------------------------------------ config
+
+def write(tmp_path, text):
+    p = tmp_path / "edge.toml"
+    p.write_text(text)
+    return p
+
+
+def test_example_config_loads_and_overrides_apply():
+    cfg = load_config("examples/edge.toml", ["broker.port=1884", "broker.host=10.0.0.2", "pipeline.0.every=4",
+                                             "state.interval_s=2"])
+    assert (cfg.broker.port, cfg.broker.host, cfg.pipelines[0].every, cfg.state.interval_s) == (1884, "10.0.0.2", 4, 2.0)
+    assert topic_filter(cfg.pipelines[0].topic) == "sensors/+/imu"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[broker]\nport = 70000\n", "broker.port"),
+    ("[broker]\nport = \"x\"\n", "broker.port"),
+    ("[broker]\nprot = 1\n", "broker.prot"),
+    ("[[pipeline]]\ntopic = \"sensors/+/imu\"\n", "pipeline[0].topic"),
+    ("[[pipeline]]\nqos = 2\n", "pipeline[0].qos"),
+    ("[[pipeline]]\nevery = 0\n", "pipeline[0].every"),
+    ("[[pipeline]]\nname = \"a\"\n[[pipeline]]\nname = \"a\"\ntopic = \"x/{device}\"\n", "pipeline[1].name"),
+    ("[limits]\nqueue_messages = 10\n", "limits.queue_messages"),
+    ("[state]\nidle_evict_s = 0.1\n", "state.idle_evict_s"),
+    ("[broker]\npassword_file = \"/nonexistent/pw\"\n", "broker.password_file"),
+    ("[nonsense]\n", "nonsense"),
+    ("broker = [\n", "not valid TOML"),
+])
+def test_config_errors_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert key in str(e.value) and str(tmp_path) in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_override_errors(tmp_path):
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(path, ["broker.port"])
+    with pytest.raises(ConfigError, match=r"pipeline\[0\].every"):
+        load_config(path, ["pipeline.0.every=-1"])
+    with pytest.raises(ConfigError, match="1 entries, no \\[3\\]"):
+        load_config(path, ["pipeline.3.every=2"])
+
+
+# ------------------------------------------------------------------------------------ payloads
+
+def test_frame_layout_matches_the_documented_bytes():
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    data = encode_frame(x, t0=1.5, dt=0.005)
+    # the layout of docs/daemon.md, packed independently
+    want = b"EF" + bytes([1, 0]) + struct.pack("<HHdd", 6, 2, 1.5, 0.005) + struct.pack("<12f", *range(12))
+    assert data == want
+    t, y = decode_frame(data, 6, 100)
+    assert t.tolist() == [1.5, 1.505] and np.array_equal(y, x)
+    explicit = encode_frame(x, t=[3.0, 7.25])
+    assert explicit[3] == 1 and struct.unpack_from("<2d", explicit, 24) == (3.0, 7.25)
+    assert decode_frame(explicit, 6, 100)[0].tolist() == [3.0, 7.25]
+    with pytest.raises(PayloadError, match="magic"):                # format = "binary": no JSON fallback
+        Decoder("binary", IMU, 100, 4096)(b"XY" + data[2:])
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"EF", "bad_frame"),                                                    # shorter than the header
+    (b"EF" + bytes([2, 0]) + struct.pack("<HHdd", 6, 1, 0, 0) + bytes(24), "bad_frame"),   # version
+    (b"EF" + bytes([1, 0]) + struct.pack("<HHdd", 5, 1, 0, 0) + bytes(20), "wrong_channels"),
+    (b"EF" + bytes([1, 0]) + struct.pack("<HHdd", 6, 2, 0, 0.01) + bytes(40), "bad_frame"),  # length
+    (b"EF" + bytes([1, 0]) + struct.pack("<HHdd", 6, 2, 0, -1) + bytes(48), "bad_time"),
+    (b"EF" + bytes([1, 0]) + struct.pack("<HHdd", 6, 2, math.nan, 0.01) + bytes(48), "bad_time"),
+    (b"EF" + bytes([1, 0]) + struct.pack("<HHdd", 6, 200, 0, 0.01) + bytes(4800), "too_many_samples"),
+    (b"\xff\xfe garbage", "bad_json"),
+    (b'{"t": 1, "acc": [0, 0, 9.8], "gyr": [0, 0]', "bad_json"),
+    (b'{"t": 1, "acc": [0, 0, 9.8], "gyr": [0, 0]}', "bad_schema"),
+    (b'{"t": 1, "acc": [0, 0, "x"], "gyr": [0, 0, 0]}', "bad_schema"),
+    (b'{"t": true, "x": [0, 0, 9.8, 0, 0, 0]}', "bad_time"),
+    (b'{"acc": [0, 0, 9.8], "gyr": [0, 0, 0]}', "bad_time"),
+    (b'[]', "bad_schema"),
+    (b'17', "bad_schema"),
+    (b'x' * 9000, "too_large"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_bad_payloads_have_a_reason(data, reason):
+    with pytest.raises(PayloadError) as e:
+        Decoder("auto", IMU, max_samples=100, max_bytes=8192)(data)
+    assert e.value.reason == reason
+
+
+def test_json_forms_decode_to_the_same_samples():
+    dec = Decoder("auto", IMU, 100, 4096)
+    grouped = b'[{"t": 1.0, "acc": [1, 2, 3], "gyr": [4, 5, null]}, {"t": 1.01, "acc": [7, 8, 9], "gyr": [1, 1, 1]}]'
+    flat = json.dumps([{"t": 1.0, "x": [1, 2, 3, 4, 5, None]}, {"t": 1.01, "x": [7, 8, 9, 1, 1, 1]}]).encode()
+    for data in (grouped, flat, JsonLayout(IMU).encode([1.0, 1.01], [[1, 2, 3, 4, 5, np.nan], [7, 8, 9, 1, 1, 1]])):
+        t, x = dec(data)
+        assert t.tolist() == [1.0, 1.01]
+        assert np.array_equal(x, np.array([[1, 2, 3, 4, 5, np.nan], [7, 8, 9, 1, 1, 1]], np.float32), equal_nan=True)
+
+
+# ------------------------------------------------------------------------------------ pipeline rules
+
+@pytest.fixture(scope="module")
+def model():
+    return edge.load("imu-attitude")
+
+
+def make_pipeline(model, **over):
+    cfg = load_config(None, [f"pipeline.0.{k}={v}" for k, v in over.items()])
+    return Pipeline(cfg.pipelines[0], cfg.limits, 30.0, Metrics(), model=model), cfg
+
+
+def imu_samples(n, seed, t0=0.0, rate=200.0):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0, 0.3, (n, 3)) + [0, 0, 9.81], rng.normal(0, 0.2, (n, 3))], axis=1)
+    return t0 + np.arange(n) / rate, x.astype(np.float32)
+
+
+def offline(model, t, x, gap_s):
+    """The documented rule computed independently: NaN rows not fed, reset after a gap."""
+    fed = np.isfinite(x).all(axis=1)
+    t, x = t[fed], x[fed]
+    cuts = np.flatnonzero(np.diff(t) > gap_s) + 1
+    ys = [model.block(seg[:, None, :], model.init_state(1))[:, 0].copy() for seg in np.split(x, cuts)]
+    return t, np.concatenate(ys)
+
+
+def test_pipeline_applies_order_nan_and_gap_rules(model):
+    pipe, cfg = make_pipeline(model)
+    t, x = imu_samples(300, 0)
+    t[200:] += 1.0                              # a 1 s gap: reset
+    x[50:60] = np.nan                           # a short NaN run: held
+    frames = [encode_frame(x[a:a + 10], t=t[a:a + 10]) for a in range(0, 300, 10)]
+    sent = frames[:5] + [frames[3]] + frames[5:8] + [frames[9], frames[8]] + frames[10:]   # a duplicate, a late one
+    out_t, out_y = [], []
+    for k, f in enumerate(sent):
+        pipe.accept("dev", f, now=float(k))
+        if k % 3 == 2 or k == len(sent) - 1:   # engine rounds at arbitrary points
+            for dev, (tt, yy) in pipe.advance().items():
+                out_t.append(tt)
+                out_y.append(yy)
+    late = np.r_[80:90]                         # frames[8] came after frames[9]: out of order, dropped
+    want_t, want_y = offline(model, np.delete(t, late), np.delete(x, late, axis=0), cfg.pipelines[0].gap_s)
+    assert np.array_equal(np.concatenate(out_t), want_t)
+    assert np.abs(np.concatenate(out_y) - want_y).max() < 1e-5
+    m = pipe.counters
+    assert m.samples_dropped.get("imu", "duplicate") == 10 and m.samples_dropped.get("imu", "out_of_order") == 10
+    assert m.not_fed.get("imu") == 10 and m.gap_resets.get("imu") == 1
+
+
+def test_many_devices_advance_together_with_different_lengths(model):
+    pipe, cfg = make_pipeline(model)
+    data = {f"d{i}": imu_samples(5 + 7 * i, i) for i in range(6)}
+    for dev, (t, x) in data.items():
+        pipe.accept(dev, encode_frame(x, t=t), now=0.0)
+    calls = []
+    out = pipe.advance(calls.append)
+    assert len(calls) == 6                       # one block call per distinct run length, not per device or sample
+    for dev, (t, x) in data.items():
+        want_t, want_y = offline(model, t, x, 0.5)
+        assert np.array_equal(out[dev][0], want_t) and np.abs(out[dev][1] - want_y).max() < 1e-5
+
+
+def test_max_streams_refuses_new_devices_until_one_is_idle(model):
+    pipe, cfg = make_pipeline(model, max_streams=3)
+    t, x = imu_samples(2, 0)
+    for k in range(3):
+        pipe.accept(f"d{k}", encode_frame(x, t=t), now=0.0)
+    with pytest.raises(PayloadError) as e:
+        pipe.accept("new", encode_frame(x, t=t), now=1.0)
+    assert e.value.reason == "refused_max_streams"
+    pipe.advance()
+    pipe.accept("d1", encode_frame(x, t=t + 1), now=20.0)
+    pipe.accept("d2", encode_frame(x, t=t + 1), now=20.0)
+    pipe.advance()
+    pipe.accept("new", encode_frame(x, t=t), now=31.0)          # d0 silent for 31 s > idle_evict_s 30
+    assert list(pipe.devices) == ["d1", "d2", "new"] and len(pipe.table) <= 3
+    assert pipe.counters.evicted.get("imu") == 1
+
+
+def test_decimation_keeps_every_nth_output(model):
+    pipe, _ = make_pipeline(model, every=3)
+    t, x = imu_samples(20, 1)
+    got = []
+    for a in (0, 7, 13):
+        b = {0: 7, 7: 13, 13: 20}[a]
+        pipe.accept("d", encode_frame(x[a:b], t=t[a:b]), now=0.0)
+        got.append(pipe.advance()["d"][0])
+    assert np.array_equal(np.concatenate(got), t[::3])
