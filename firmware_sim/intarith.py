@@ -176,6 +176,8 @@ class _Lowering:
         r = self.regs[name]
         if r[0] == "q":
             return r[1], r[2]
+        if name + "@q" in self.regs:      # a float register already quantised once
+            return self.regs[name + "@q"][1:]
         n = self.reg_len[name]
         off, f = self._ireg(name + "@q", n)
         self.emit(K.OP_QUANT, r[1], off, n, f, summary=f"quant {name} -> Q{f}")
@@ -342,20 +344,28 @@ class _Lowering:
 def run_plan(plan: Plan, X: np.ndarray, state: np.ndarray, peaks=None) -> np.ndarray:
     """X [T, streams, C] float32 (normalised as the model sees it) -> Y [T, streams, O]."""
     Y = np.empty((X.shape[0], X.shape[1], plan.O), np.float32)
-    pw, ps = peaks if peaks is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    none = np.zeros(0, np.int64)
+    pw, ps, nz = peaks if peaks is not None else (none, none, none)
     K.run(plan.rec, plan.W8, plan.W16, plan.W32, plan.WF, np.zeros(plan.wsi_size, np.int32),
           np.zeros(plan.wsf_size, np.float32), state, np.ascontiguousarray(X, np.float32), Y, plan.x_off,
-          plan.y_off, True, plan.qmax, pw, ps)
+          plan.y_off, True, plan.qmax, pw, ps, nz)
     return Y
+
+
+def tracked(plan: Plan, X: np.ndarray):
+    """Run X [T, C] from the initial state, tracking (peak per workspace row, peak per state word,
+    nonzero steps per workspace row)."""
+    state = np.tile(plan.state_init, (1, 1))
+    peaks = (np.zeros(plan.wsi_size, np.int64), np.zeros(state.shape[1], np.int64), np.zeros(plan.wsi_size, np.int64))
+    run_plan(plan, X[:, None, :], state, peaks)
+    return peaks
 
 
 def calibrate(meta: dict, weights: dict, X: np.ndarray, state_bits: int = 32, a_bits: int = 16) -> Plan:
     """Lower with wide formats, run X [T, C] (normalised), and lower again with the formats that
     the peaks allow."""
     wide = _Lowering(meta, weights, {}, True, state_bits, a_bits).plan()
-    state = np.tile(wide.state_init, (1, 1))
-    peaks = (np.zeros(wide.wsi_size, np.int64), np.zeros(state.shape[1], np.int64))
-    run_plan(wide, X[:, None, :], state, peaks)
+    peaks = tracked(wide, X)
     formats = {}
     for name, (off, n) in wide.int_regs.items():
         f = wide.formats[name]
@@ -364,6 +374,20 @@ def calibrate(meta: dict, weights: dict, X: np.ndarray, state_bits: int = 32, a_
         peak = peaks[1][off:off + n].max(initial=0) / 2.0 ** CAL_STATE_F
         formats["state:" + name] = frac_bits(peak, 2 ** (state_bits - 1) - 1, STATE_HEADROOM, lo=0, hi=30)
     return _Lowering(meta, weights, formats, False, state_bits, a_bits).plan()
+
+
+def spike_rates(bundle, recording) -> dict:
+    """{LIF op index: spikes per neuron per step} measured by the integer step on a recording
+    (calibrated on the same recording)."""
+    X = normalised(bundle.meta, calibration_inputs(bundle, recording))
+    plan = calibrate(bundle.meta, bundle.weights, X)
+    nz = tracked(plan, X)[2]
+    rates = {}
+    for i, op in enumerate(bundle.meta["program"]["ops"]):
+        if op["op"] == "lif":
+            off, n = plan.int_regs[op["out"]]
+            rates[i] = float(nz[off:off + n].sum()) / (n * len(X))
+    return rates
 
 
 class IntExecutor:

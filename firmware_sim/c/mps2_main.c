@@ -1,6 +1,8 @@
 /* MPS2 (Cortex-M4, qemu-system-arm -M mps2-an386) harness over ARM semihosting: reads float32
  * input frames from the host file "input.bin", writes output frames to "output.bin", and the
- * SysTick ticks of each model_step to "ticks.bin" (uint32 per step). No libc. */
+ * SysTick ticks of each model_step to "ticks.bin" (uint32 per step, after a calibration pair).
+ * Under -icount shift=0 every instruction takes the same virtual time, so ticks x (instructions
+ * per tick) counts instructions. No libc. */
 #include <stdint.h>
 #include "model.h"
 
@@ -27,6 +29,13 @@ static void h_exit(int code) { semihost(SYS_EXIT, (void *)(code ? 0x20023 : 0x20
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014)
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018)
 
+/* SysTick ticks of a loop of exactly 2 * n instructions (subs, bne): instructions per tick */
+static uint32_t calibration_ticks(uint32_t n) {
+    uint32_t t0 = SYST_CVR;
+    __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(n) : : "cc");
+    return (t0 - SYST_CVR) & 0xFFFFFF;
+}
+
 static model_state_t state;
 static uint32_t ticks[256];
 
@@ -34,6 +43,8 @@ int main(void) {
     int in = h_open("input.bin", 0), out = h_open("output.bin", 4), tk = h_open("ticks.bin", 4);
     if (in < 0 || out < 0 || tk < 0) h_exit(2);
     SYST_RVR = 0xFFFFFF; SYST_CVR = 0; SYST_CSR = 5;   /* processor clock, no interrupt */
+    uint32_t calib[2] = {200000, calibration_ticks(100000)};
+    h_write(tk, calib, sizeof calib);                /* ticks.bin: instructions, ticks, then one per step */
     float x[MODEL_INPUTS], y[MODEL_OUTPUTS];
     model_init(&state);
     int k = 0;
