@@ -98,6 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="auto (Numba where it has a kernel for every op, else onnxruntime), numba or onnxruntime")
     p.add_argument("--threads", type=_positive_int, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--arith", choices=["fp32", "int8"], default="fp32",
+                   help="int8: run firmware_sim's integer reference (the arithmetic of `edge export-c`) instead of "
+                        "the engine; calibrated on the BROAD training trials for attitude bundles, else on this recording")
     g = p.add_argument_group("reading the recording")
     g.add_argument("--acc-unit", choices=list(ACC_UNITS), default="m/s^2",
                    help="unit of acc_* in the file (default m/s^2); converted to m/s^2 on reading")
@@ -480,7 +483,11 @@ def run(args) -> int:
 
     total0 = time.perf_counter()
     t0 = time.perf_counter()
-    model = load(args.model, engine=args.engine, threads=args.threads)
+    if args.arith == "int8":
+        from .firmware_sim.intarith import load_int8
+        model = load_int8(args.model, fallback=args.input)
+    else:
+        model = load(args.model, engine=args.engine, threads=args.threads)
     load_s = time.perf_counter() - t0
     meta = model.meta
     label = meta.get("name") or model.bundle.path
