@@ -418,9 +418,12 @@ def normalised(meta: dict, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def calibration_inputs(bundle, recording=None, samples: int = 60_000) -> np.ndarray:
+def calibration_inputs(bundle, recording=None, samples: int = 60_000, fallback=None) -> np.ndarray:
     """Raw inputs [T, C] to calibrate on: the given recording, or for an attitude bundle the BROAD
-    training trials (never the test split), up to ``samples`` samples spread over trials."""
+    training trials (never the test split), up to ``samples`` samples spread over trials, or else
+    the ``fallback`` recording."""
+    if recording is None and bundle.meta["task"] != "attitude":
+        recording = fallback
     from edge.recordings import broad_trials, read_recording
     from edge.replay import select_inputs
     label = bundle.meta.get("name") or bundle.path
@@ -441,15 +444,15 @@ def calibration_inputs(bundle, recording=None, samples: int = 60_000) -> np.ndar
     return np.concatenate(xs)
 
 
-def load_int8(bundle_or_name, recording=None, state_bits: int = 32, a_bits: int = 16):
+def load_int8(bundle_or_name, recording=None, state_bits: int = 32, a_bits: int = 16, fallback=None):
     """An edge.runtime.Model that runs the bundle in integers (calibrated on ``recording``, or on
-    the default calibration data of calibration_inputs)."""
+    the default calibration data of calibration_inputs, or on ``fallback``)."""
     from edge.bundle import BundleError, read_bundle
     from edge.runtime import Model
     bundle = read_bundle(bundle_or_name)
     try:
-        plan = calibrate(bundle.meta, bundle.weights, normalised(bundle.meta, calibration_inputs(bundle, recording)),
-                         state_bits, a_bits)
-    except UnsupportedInt as e:
+        x = calibration_inputs(bundle, recording, fallback=fallback)
+        plan = calibrate(bundle.meta, bundle.weights, normalised(bundle.meta, x), state_bits, a_bits)
+    except ValueError as e:  # UnsupportedInt, formats that do not fit, no calibration data
         raise BundleError(bundle.path, f"cannot run in integers: {e}") from None
     return Model(bundle, IntExecutor(plan), f"int8: integer reference, {len(plan.ops)} ops, calibrated")
