@@ -104,8 +104,8 @@ def preference(rng: random.Random) -> tuple[Turn, Turn]:
 
 
 def item_turn(rng: random.Random, item: str) -> Turn:
-    user = rng.choice((f"please buy some {item} on your way home .", f"i need you to buy {item} today .",
-                       f"remember to buy {item} at the shop .", f"we are out of {item} , please buy some ."))
+    user = rng.choice((f"please buy {item} on your way home .", f"i need you to buy {item} today .",
+                       f"remember to buy {item} at the shop .", f"we are out of it , please buy {item} ."))
     return Turn(user, "ok , i will remember that .", kind="item")
 
 

@@ -1,0 +1,96 @@
+"""The tiny dialogue LM (issue 7): the KV-cache step face against the parallel forward, position
+renumbering after eviction, and the ONNX export (run by edge.dialogue) against torch."""
+import numpy as np
+import pytest
+import torch
+
+from edge.models.dialogue_lm import DialogueLM
+
+
+def feed_chunks(lm, ids, chunks, slots):
+    """Run `ids` [1, T] through the step face in chunks, writing new entries into a fixed `slots` buffer."""
+    mask, past = lm.init_state(1, slots)
+    n, out = 0, []
+    for m in chunks:
+        am = torch.cat([mask, torch.ones(1, m, dtype=torch.long)], dim=1)
+        logits, present = lm.step(ids[:, n:n + m], am, torch.arange(n, n + m)[None], past)
+        out.append(logits)
+        past = [(k[:, :, :slots].clone(), v[:, :, :slots].clone()) for k, v in present]
+        for (k, v), (pk, pv) in zip(present, past):
+            pk[:, :, n:n + m], pv[:, :, n:n + m] = k[:, :, slots:], v[:, :, slots:]
+        mask = mask.clone()
+        mask[:, n:n + m] = 1
+        n += m
+    return torch.cat(out, dim=1), mask, past
+
+
+@torch.no_grad()
+def test_step_in_chunks_equals_parallel_forward():
+    torch.manual_seed(0)
+    lm = DialogueLM(vocab=97, dim=32, layers=2, heads=4).eval()
+    ids = torch.randint(0, 97, (1, 40))
+    stepped, _, _ = feed_chunks(lm, ids, [1, 7, 1, 13, 18], slots=48)
+    assert torch.allclose(stepped, lm(ids), atol=1e-4)
+
+
+@torch.no_grad()
+def test_evicted_cache_is_renumbered_like_the_compacted_sequence():
+    """With one layer a cached key/value depends on its token alone, so after evicting slots (clearing their
+    mask bits, leaving holes) the next tokens must see exactly what a forward over the kept tokens sees:
+    positions are ranks among valid slots, not the positions the tokens had when written."""
+    torch.manual_seed(1)
+    lm = DialogueLM(vocab=61, dim=32, layers=1, heads=2).eval()
+    ids = torch.randint(0, 61, (1, 30))
+    _, mask, past = feed_chunks(lm, ids[:, :20], [20], slots=24)
+    kept = torch.tensor([0, 1, 2, 3, 7, 8, 15, 19])
+    mask = torch.zeros_like(mask)
+    mask[0, kept] = 1
+    new = ids[:, 20:]
+    am = torch.cat([mask, torch.ones(1, 10, dtype=torch.long)], dim=1)
+    logits, _ = lm.step(new, am, torch.arange(len(kept), len(kept) + 10)[None], past)
+    reference = lm(torch.cat([ids[:, kept], new], dim=1))[:, len(kept):]
+    assert torch.allclose(logits, reference, atol=1e-4)
+
+
+def test_onnx_logits_equal_torch(tiny_bundle):
+    """The exported decoder, run by edge.dialogue's Memory turn by turn, against the torch forward."""
+    from edge.dialogue.decoder import Decoder
+    from edge.dialogue.memory import Memory
+
+    path, lm = tiny_bundle
+    decoder = Decoder(path)
+    ids = torch.randint(0, lm.config["vocab"], (1, 37), generator=torch.Generator().manual_seed(2))
+    memory, logps = Memory(decoder.shape, 64), []
+    for a, b in ((0, 5), (5, 6), (6, 30), (30, 37)):
+        logps.append(memory.feed(decoder, ids[0, a:b].numpy(), turn=a))
+    with torch.no_grad():
+        reference = torch.log_softmax(lm(ids)[0].double(), -1).numpy()
+    np.testing.assert_allclose(np.vstack(logps), reference, atol=1e-4)
+
+
+def test_export_records_its_parity_and_metadata(tiny_bundle):
+    import json
+
+    import onnx
+    path, _ = tiny_bundle
+    meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["edge"])
+    assert meta["task"] == "dialogue-lm" and meta["tokenizer"] == "tiny.tokenizer.json"
+    assert meta["parity"]["onnxruntime_vs_torch_max_abs_logit"] < 1e-4
+
+
+@pytest.mark.slow
+def test_training_command_writes_a_bundle_the_runtime_reads(tmp_path):
+    from edge.cli import main
+    from edge.dialogue.decoder import Decoder
+    out = tmp_path / "lm.onnx"
+    assert main(["train", "dialogue-lm", "--epochs", "1", "--steps-per-epoch", "3", "--dim", "32", "--heads", "2",
+                 "--length", "64", "--batch", "2", "--dev-episodes", "2", "--out", str(out)]) == 0
+    decoder = Decoder(out)
+    assert decoder.shape.layers == 2 and decoder.shape.head_dim == 16
+    assert decoder.encode(" lemons") and decoder.bos  # the tokenizer beside it, with its <|bos|>
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    from dialogue_tiny import build_tiny_bundle
+    return build_tiny_bundle(tmp_path_factory.mktemp("dialogue"))
