@@ -95,6 +95,7 @@ TRAINERS = {
     "imu-attitude": "edge.models.attitude_train",
     "dialogue-lm": "edge.models.dialogue_train",
     "har-watch": "edge.models.har_train",
+    "anomaly": "edge.timeseries.anomaly_tune",
 }
 
 

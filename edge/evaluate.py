@@ -180,9 +180,10 @@ def bundle_estimator(bundle: str = "imu-attitude", engine: str = "auto"):
 
 def add_arguments(p) -> None:
     from . import peers
-    p.add_argument("task", choices=["imu-attitude", "har-watch"],
-                   help="what to evaluate: imu-attitude (BROAD inclination error) or har-watch (activity "
-                        "classification, leave subjects out, early decision; writes docs/har-results.md)")
+    p.add_argument("task", choices=["imu-attitude", "har-watch", "anomaly"],
+                   help="what to evaluate: imu-attitude (BROAD inclination error), har-watch (activity "
+                        "classification, leave subjects out, early decision; writes docs/har-results.md) or anomaly "
+                        "(events on ETT, BROAD and KDD-TSAD; writes docs/anomaly-results.md)")
     p.add_argument("--model", default=None, help="imu-attitude: our bundle, a path or a shipped name (default imu-attitude)")
     p.add_argument("--engine", choices=["auto", "numba", "onnxruntime"], default="auto")
     p.add_argument("--data", default=None, help="BROAD folder (default: ../shared/data/broad)")
@@ -196,6 +197,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     from .timeseries.har_eval import add_arguments as har_arguments
     har_arguments(p)
+    from .timeseries.anomaly_eval import add_arguments as anomaly_arguments
+    anomaly_arguments(p)
 
 
 def run(args) -> int:
@@ -206,6 +209,9 @@ def run(args) -> int:
     if args.task == "har-watch":
         from .timeseries.har_eval import run as run_har
         return run_har(args)
+    if args.task == "anomaly":
+        from .timeseries.anomaly_eval import run as run_anomaly
+        return run_anomaly(args)
 
     from . import peers
     from .recordings import broad_root

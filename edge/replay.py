@@ -120,6 +120,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="plot (needs matplotlib): roll and pitch vs the reference and the inclination error for an "
                         "attitude bundle; each output (first 6) over time otherwise")
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
+    o.add_argument("--detector", default=None, metavar="CONFIG",
+                   help="also mark anomaly events (edge.timeseries.anomaly) on the bundle's input channels: a "
+                        "shipped configuration (anomaly-ett, anomaly-ettm, anomaly-imu) or a .json file; the "
+                        "summary lists the events, --plot draws them on the signal")
     o.add_argument("--chunk", type=_positive_int, default=DEFAULT_CHUNK,
                    help=f"samples per engine block call (default {DEFAULT_CHUNK})")
     o.add_argument("--no-progress", action="store_true",
@@ -492,6 +496,9 @@ def run(args) -> int:
     meta = model.meta
     label = meta.get("name") or model.bundle.path
     view = task_view(meta)
+    if args.detector:
+        from .timeseries import anomaly_view
+        anomaly_view.check(args.detector)
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -515,6 +522,7 @@ def run(args) -> int:
 
     metric = attitude_metric(rec, res)
     task_metric = view.metric(rec, res, meta) if view else None
+    anomaly = anomaly_view.metric(rec, res, meta, args.detector) if args.detector else None
     write_s = plot_s = 0.0
     columns = None
     try:
@@ -525,7 +533,9 @@ def run(args) -> int:
         if plot_path is not None:
             t0 = time.perf_counter()
             title = f"{Path(args.input).name} · {meta.get('name') or Path(model.bundle.path).name} on {model.engine}"
-            if view:
+            if anomaly:
+                anomaly_view.plot(rec, res, plot_path, title, anomaly, meta)
+            elif view:
                 view.plot(rec, res, plot_path, title, task_metric, meta)
             else:
                 plot(rec, res, plot_path, title, metric)
@@ -578,6 +588,7 @@ def run(args) -> int:
                    + ("scored (movement) samples" if rec.scored is not None else "samples")
                    + " with a reference") if metric else None,
         "task_metric": task_metric,
+        "anomaly": anomaly,
         "output": str(out_path) if out_path else None,
         "columns": columns,
         "plot": str(plot_path) if plot_path else None,
@@ -586,6 +597,8 @@ def run(args) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(_text_summary(summary, rec, view))
+        if anomaly:
+            print("\n".join(anomaly_view.summary_lines(anomaly)))
     return 0
 
 
