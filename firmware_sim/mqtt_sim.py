@@ -50,7 +50,7 @@ class Faults:
 class Plan:
     messages: list                  # (due_s, topic, payload, kind), sorted by due time
     accepted: dict                  # device -> (t [n], x [n, 6]) a correct receiver keeps, in order
-    counts: dict = field(default_factory=dict)     # kind -> messages
+    counts: dict = field(default_factory=dict)     # kind -> messages; duplicate_samples, late_samples: dropped
 
 
 def device_name(i: int) -> str:
@@ -158,6 +158,8 @@ def plan(devices: int = 20, rate_hz: float = 200.0, duration_s: float = 10.0, *,
         for due, ct, cx, kind in sends:              # the order rule, as the receiver applies it
             emit(due, tpc, encode(ct, cx), kind)
             new = ct > last
+            stale = "duplicate_samples" if kind == "duplicate" else "late_samples"
+            counts[stale] = counts.get(stale, 0) + int((~new).sum())
             keep_t.append(ct[new])
             keep_x.append(cx[new])
             last = max(last, float(ct[-1]))
@@ -179,6 +181,7 @@ def publish(p: Plan, host: str = "127.0.0.1", port: int = 1883, *, qos: int = 1,
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+    from edge.daemon.service import delivered
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
     c.suppress_exceptions = True
     c.reconnect_delay_set(0.2, 2.0)
@@ -213,7 +216,7 @@ def publish(p: Plan, host: str = "127.0.0.1", port: int = 1883, *, qos: int = 1,
                 bar.update()
         deadline = time.monotonic() + timeout_s
         while infos and time.monotonic() < deadline:      # until the broker has every QoS 1 message
-            infos = [i for i in infos if not i.is_published()]
+            infos = [i for i in infos if not delivered(i)]
             time.sleep(0.01)
     finally:
         if bar is not None:

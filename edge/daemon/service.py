@@ -70,6 +70,13 @@ class Batch:
     durable: bool         # the state after this batch is in a checkpoint (or there is none to wait for)
 
 
+def delivered(info) -> bool:
+    """True once the broker has a published message. paho's `is_published()` raises for a QoS 1
+    message queued while disconnected (its rc stays MQTT_ERR_NO_CONN), although paho sends it after
+    the reconnect and marks it published when the broker acknowledges it: read that mark."""
+    return info._published
+
+
 class Metrics:
     """Everything the daemon counts, on one registry (see docs/daemon.md for the list)."""
 
@@ -333,7 +340,7 @@ class Daemon:
 
     def _acknowledge(self) -> None:
         """Ack the oldest batches that are durable and whose outputs the broker has."""
-        while self.batches and self.batches[0].durable and all(i.is_published() for i in self.batches[0].outputs):
+        while self.batches and self.batches[0].durable and all(map(delivered, self.batches[0].outputs)):
             b = self.batches.popleft()
             for mid, qos, generation in b.acks:
                 if generation == self.generation:     # else the broker re-sends it; the order rule drops it
