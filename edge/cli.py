@@ -38,7 +38,10 @@ examples:
   edge replay log.csv --model my.onnx --rate-hz 100 --plot log.png --json
       a file without a t column at 100 Hz, any bundle; plot its outputs; summary as JSON
   edge replay examples/imu-demo.csv --model imu-attitude --engine onnxruntime --chunk 1024
-      the same on onnxruntime, 1024 samples per block call"""
+      the same on onnxruntime, 1024 samples per block call
+  edge replay examples/imu-demo.csv --model imu-attitude --detector anomaly-imu --plot events.png
+      also anomaly events on the bundle's inputs (a forecast bundle's residuals, else the detector's
+      own AR forecaster): listed in the summary, shaded on the plot"""
 
 
 def cmd_inspect(args) -> int:
@@ -139,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "run on the same samples of the BROAD test split.",
                        epilog="examples:\n  edge eval imu-attitude\n  edge eval imu-attitude --rate 50 --peers VQF\n"
                               "  edge eval har-watch                                   # shipped bundles -> docs/\n"
-                              "  edge eval har-watch --bundles runs/har/*.onnx --out runs/har\n",
+                              "  edge eval har-watch --bundles runs/har/*.onnx --out runs/har\n"
+                              "  edge eval anomaly                 # injected + labelled anomalies -> docs/anomaly-results.md\n"
+                              "  edge eval anomaly --sets ett kdd --seeds 3 --out /tmp/anomaly\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     from .evaluate import add_arguments as eval_arguments
     eval_arguments(e)
