@@ -24,6 +24,7 @@ from edge.export.bundle_export import export_bundle
 from edge.timeseries.har_data import (WATCH_CLASS_NAMES, Recordings, load_basic_motions, load_watch,
                                       subject_folds)
 
+from .fused_lif import fused_lif
 from .heads import ClassifierHead
 from .lmuformer import LMUFormer, SpikingLMUFormer
 from .train import count_parameters, fit, seed_everything
@@ -166,17 +167,19 @@ def main(argv=None) -> int:
     model = build_model(args.model, len(train_set.channels), len(train_set.classes), args.dim, args.order, args.theta)
     print(f"{args.model}: {count_parameters(model):,} parameters")
     crop = min(args.crop, 4 * min(len(x) for x in train_set.x))
-    run = train(model, train_set, norm, epochs=args.epochs, steps=args.steps_per_epoch, batch=args.batch,
-                length=crop, lr=args.lr, rotate_deg=args.rotate, speed=args.speed, seed=args.seed,
-                progress=not args.no_progress)
-    train_acc = accuracy(model, train_set, norm)
+    with fused_lif(model):  # spiking: the LIF loops in TorchScript (a no-op for the LMUFormer)
+        run = train(model, train_set, norm, epochs=args.epochs, steps=args.steps_per_epoch, batch=args.batch,
+                    length=crop, lr=args.lr, rotate_deg=args.rotate, speed=args.speed, seed=args.seed,
+                    progress=not args.no_progress)
+        with torch.no_grad():
+            train_acc = accuracy(model.eval(), train_set, norm)
     wall = time.time() - start
     print(f"training recordings, full length: {train_acc:.3f} accuracy")
     config = {k: getattr(args, k) for k in ("model", "dim", "order", "theta", "epochs", "steps_per_epoch", "batch",
                                             "crop", "lr", "rotate", "speed", "folds", "fold")}
-    meta = export(model, out, train_set, norm, name=name, held_out=held_out, parity_x=train_set.x[0][:2000],
+    meta = export(model, out, train_set, norm, name=name, held_out=held_out, parity_x=train_set.x[0][:1000],
                   config=config,
-                  provenance={"command": "edge train har-watch " + " ".join(argv if argv is not None else []),
+                  provenance={"command": " ".join(["edge train har-watch", *(argv or [])]),
                               "data": "seglearn 1.2.5 watch_dataset.npy (BSD-3, Burns et al. 2018)"
                                       if args.dataset == "watch" else "aeon 1.6.0 BasicMotions (UEA archive)",
                               "train_wall_s": round(wall, 1), "seed": args.seed, "epochs_run": run["epoch"],

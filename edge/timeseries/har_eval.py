@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import BUNDLE_DIR
+from ..bundle import BUNDLE_DIR, read_bundle
 from ..runtime import load
 from .har_data import Recordings, load_basic_motions, load_watch
 
@@ -116,7 +116,7 @@ def score_bundle(path, data: Recordings, engine: str = "auto") -> dict:
             "us_per_sample": 1e6 * seconds / sum(len(x) for x in data.x),
             "spikes_per_step": None if spikes is None else float(spikes.mean()),
             "neurons": lif_neurons(model.meta),
-            "classes": list(data.classes)}
+            "classes": list(data.classes), "provenance": model.meta.get("provenance") or {}}
 
 
 def pooled(results: list[dict]) -> dict | None:
@@ -223,7 +223,16 @@ def report(watch: dict, basic: list[dict], plot_name: str, command: str) -> str:
                          + f" | {_spikes(r['spikes_per_step'])} |")
         lines += ["", "BasicMotions is saturated (ROCKET and HIVE-COTE reach 100 %); with 40 test recordings one "
                       "error costs 2.5 points.", ""]
-    return "\n".join(lines)
+    lines += ["## How the bundles were trained", "",
+              "Each bundle records its training command and wall time (one torch thread; the machine's 2 cores "
+              "were shared with other jobs, so these are upper bounds):", "",
+              "| bundle | command | wall |", "|---|---|---|"]
+    for r in [r for rows in watch.values() for r in rows] + basic:
+        p = r["provenance"]
+        wall = p.get("train_wall_s")
+        lines.append(f"| `{Path(r['bundle']).name}` | `{p.get('command', '?')}` | "
+                     f"{'?' if wall is None else f'{wall / 60:.1f} min'} |")
+    return "\n".join(lines) + "\n"
 
 
 def add_arguments(p) -> None:
@@ -241,8 +250,7 @@ def run(args) -> int:
     watch_data, basic_data = load_watch(), load_basic_motions("test")
     watch, basic = {}, []
     for path in paths:
-        meta_model = load(path, engine=args.engine).meta
-        dataset = (meta_model.get("metrics") or {}).get("dataset")
+        dataset = (read_bundle(path).meta.get("metrics") or {}).get("dataset")
         r = score_bundle(path, basic_data if dataset == "BasicMotions" else watch_data, args.engine)
         if dataset == "BasicMotions":
             basic.append(r)
