@@ -34,6 +34,9 @@ def calls() -> dict:
         K.OP_LIF: ("edge_lif", "wsi, s->i, W32", 8, None),
         K.OP_ATTITUDE: ("edge_attitude", "wsf, s->f, WF", 5, None),
         K.OP_TILT: ("edge_tilt", "wsf", 3, None),
+        K.OP_WINDOW: ("edge_window", "wsi, s->i", 5, None),
+        K.OP_RMEAN: ("edge_rmean", "wsi, s->i", 7, "QMAX"),
+        K.OP_SOFTMAX: ("edge_softmax", "wsi, W16", 4, None),
     }
 
 

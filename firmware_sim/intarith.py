@@ -24,9 +24,11 @@ import numpy as np
 
 from . import intarith_kernels as K
 
-INT_OPS = ("dense", "affine", "act", "add", "concat", "lstm", "lmu_memory", "lif", "attitude_filter",
-           "tilt_correct")
-ACTS = {"identity": K.ACT_IDENTITY, "relu": K.ACT_RELU, "tanh": K.ACT_TANH, "sigmoid": K.ACT_SIGMOID}
+INT_OPS = ("dense", "affine", "act", "add", "concat", "conv", "lstm", "lmu_memory", "lif", "running_mean", "softmax",
+           "attitude_filter", "tilt_correct")
+ACTS = {"identity": K.ACT_IDENTITY, "relu": K.ACT_RELU, "tanh": K.ACT_TANH, "sigmoid": K.ACT_SIGMOID,
+        "gelu": K.ACT_GELU}
+TABLE_ACTS = (K.ACT_TANH, K.ACT_SIGMOID, K.ACT_GELU)   # requantised to the Q12 table argument
 QMAX = 32767                    # 16-bit registers
 CAL_QMAX = 2 ** 31 - 1          # calibration: wide registers, so nothing saturates
 CAL_F = 8                       # calibration: fractional bits of every free register
@@ -84,6 +86,10 @@ def frac_bits(peak: float, limit: int, headroom: float, lo: int = -8, hi: int = 
     return int(min(hi, max(lo, math.floor(math.log2(limit / (peak * headroom))))))
 
 
+def qname(f) -> str:
+    return f"Q{int(f)}" if np.ndim(f) == 0 else "Q[" + ",".join(str(v) for v in np.unique(f)) + "]"
+
+
 def row_scales(w: np.ndarray):
     """int8 weights with one scale per row: (wq, scale)."""
     s = np.abs(w).max(axis=1) / 127.0
@@ -96,8 +102,9 @@ class _Lowering:
         self.meta, self.weights, self.formats = meta, weights, formats
         self.cal, self.state_bits, self.a_bits = calibrating, state_bits, a_bits
         self.qmax = CAL_QMAX if calibrating else QMAX
-        self.chunks = {"W8": [], "W16": [K.lut_tables()], "W32": [], "WF": []}
-        self.sizes = {"W8": 0, "W16": 2 * K.LUT_N, "W32": 0, "WF": 0}
+        tables = K.lut_tables()
+        self.chunks = {"W8": [], "W16": [tables], "W32": [], "WF": []}
+        self.sizes = {"W8": 0, "W16": tables.size, "W32": 0, "WF": 0}
         self.wsi = self.wsf = self.words = 0
         self.regs = {}          # name -> ("q", off, f) | ("f", off)
         self.states = {}        # state name -> (word offset, length, fractional bits or None)
@@ -183,13 +190,31 @@ class _Lowering:
         self.emit(K.OP_QUANT, r[1], off, n, f, summary=f"quant {name} -> Q{f}")
         return off, f
 
+    def uniform_reg(self, name) -> tuple[int, int]:
+        """The register in one format: a concat of registers in different formats (their
+        fractional bits per element) is shifted, run by run, to the fewest fractional bits."""
+        off, f = self.int_reg(name)
+        if np.ndim(f) == 0:
+            return off, f
+        if name + "@u" in self.regs:
+            return self.regs[name + "@u"][1:]
+        fu = int(f.min())
+        out, _ = self._ireg(name + "@u", f.size, forced=fu)
+        start = 0
+        for end in [*np.flatnonzero(np.diff(f)) + 1, f.size]:
+            self.emit(K.OP_SHIFT, off + start, out + start, end - start, int(f[start]) - fu,
+                      summary=f"align {name}[{start}:{end}] Q{int(f[start])} -> Q{fu}")
+            start = end
+        return out, fu
+
     def float_reg(self, name) -> int:
         r = self.regs[name]
         if r[0] == "f":
             return r[1]
+        src, f = self.uniform_reg(name)
         n = self.reg_len[name]
         off = self._freg(name + "@f", n)
-        self.emit(K.OP_DEQUANT, r[1], off, n, r[2], summary=f"dequant {name}")
+        self.emit(K.OP_DEQUANT, src, off, n, f, summary=f"dequant {name}")
         return off
 
     # ---- ops ---------------------------------------------------------------------------------
@@ -212,25 +237,30 @@ class _Lowering:
         self.emit(K.OP_TILT, q, r, out, summary="tilt_correct (float32)")
 
     def _concat(self, op):
+        """A copy: each part keeps its own format (fractional bits per element), so a memory with a
+        wide range does not take the precision of a small-range part beside it."""
         n = self.reg_len[op["out"]]
-        out, fo = self._ireg(op["out"], n)
-        k = 0
+        out = self.scratch(n)
+        fs, k = [], 0
         for name in op["ins"]:
             src, f = self.int_reg(name)
             m = self.reg_len[name]
-            self.emit(K.OP_SHIFT, src, out + k, m, f - fo, summary=f"concat {name} Q{f} -> Q{fo}")
+            self.emit(K.OP_SHIFT, src, out + k, m, 0, summary=f"concat {name}")
+            fs.append(np.broadcast_to(f, (m,)))
             k += m
+        f = np.concatenate(fs).astype(np.int64)
+        self.regs[op["out"]] = ("q", out, int(f[0]) if np.all(f == f[0]) else f)
 
     def _add(self, op):
-        a, fa = self.int_reg(op["a"])
-        b, fb = self.int_reg(op["b"])
+        a, fa = self.uniform_reg(op["a"])
+        b, fb = self.uniform_reg(op["b"])
         n = self.reg_len[op["out"]]
         out, fo = self._ireg(op["out"], n)
         self.emit(K.OP_ADD, a, b, out, n, fa - fo, fb - fo, summary=f"add -> Q{fo}")
 
     def _act(self, op):
         code = self._act_code(op["act"])
-        src, fi = self.int_reg(op["in"])
+        src, fi = self.uniform_reg(op["in"])
         n = self.reg_len[op["out"]]
         out, fo = self._ireg(op["out"], n)
         self.emit(K.OP_ACT, src, out, n, code, fi, fo, summary=f"act {op['act']} Q{fi} -> Q{fo}")
@@ -242,8 +272,18 @@ class _Lowering:
         return ACTS[name]
 
     def requant_table(self, scales, f_in, f_out):
-        mul, sh = zip(*(multiplier(float(s) * 2.0 ** (f_out - f_in)) for s in scales))
+        f_in = np.broadcast_to(f_in, np.shape(scales))
+        mul, sh = zip(*(multiplier(float(s) * 2.0 ** (f_out - f)) for s, f in zip(scales, f_in)))
         return self.w32(mul), self.w32(sh)
+
+    @staticmethod
+    def fold_formats(W, f, k=1):
+        """Weights [O, I·k] over an input whose elements have fractional bits f [I]: fold 2^(F − f_i)
+        into column i so the product is in one format F = max f (a per-column activation scale)."""
+        if np.ndim(f) == 0:
+            return W, int(f)
+        F = int(f.max())
+        return W * np.repeat(2.0 ** (F - f), k)[None, :], F
 
     def check_acc(self, wq, bq, what):
         worst = np.abs(wq.astype(np.int64)).sum(axis=1) * (QMAX + 1) + np.abs(bq)
@@ -255,15 +295,54 @@ class _Lowering:
         W = np.asarray(self.weights[op["weight"]], np.float64)
         O, I = W.shape
         xin, fi = self.int_reg(op["in"])
+        W, fi = self.fold_formats(W, fi)
         out, fo = self._ireg(op["out"], O)
         wq, s = row_scales(W)
         b = np.asarray(self.weights[op["bias"]], np.float64) if op.get("bias") else np.zeros(O)
         bq = np.round(b / (s * 2.0 ** -fi)).astype(np.int64)
         self.check_acc(wq, bq, f"dense {op['weight']}")
-        target = K.Q12 if code in (K.ACT_TANH, K.ACT_SIGMOID) else fo
+        target = K.Q12 if code in TABLE_ACTS else fo
         mul, sh = self.requant_table(s, fi, target)
         self.emit(K.OP_DENSE, xin, out, I, O, self.const("W8", wq), self.w32(bq), mul, sh, code, fo,
                   summary=f"dense {O}x{I} {op.get('act', 'identity')} Q{fi} -> Q{fo}")
+
+    def _conv(self, op):
+        """A causal conv as a window of the last k inputs (state: the k − 1 before, in the input's
+        format) and a dense over it."""
+        W = np.asarray(self.weights[op["weight"]], np.float64)
+        O, I, k = W.shape
+        xin, fi = self.int_reg(op["in"])
+        W, fi = self.fold_formats(W.reshape(O, I * k), fi, k)
+        if op.get("state_buf") is None and k > 1:
+            raise ValueError(f"conv {op['weight']}: kernel {k} without a state buffer")
+        out, fo = self._ireg(op["out"], O)
+        wq, s = row_scales(W)
+        b = np.asarray(self.weights[op["bias"]], np.float64) if op.get("bias") else np.zeros(O)
+        bq = np.round(b / (s * 2.0 ** -fi)).astype(np.int64)
+        self.check_acc(wq, bq, f"conv {op['weight']}")
+        src = xin
+        if op.get("state_buf") is not None:
+            buf, _ = self.state(op["state_buf"], "q", forced=fi)
+        if k > 1:
+            src = self.scratch(I * k)
+            self.emit(K.OP_WINDOW, xin, buf, src, I, k, summary=f"conv window {I}x{k}")
+        mul, sh = self.requant_table(s, fi, fo)
+        self.emit(K.OP_DENSE, src, out, I * k, O, self.const("W8", wq), self.w32(bq), mul, sh, K.ACT_IDENTITY, fo,
+                  summary=f"conv {O}x{I}x{k} Q{fi} -> Q{fo}")
+
+    def _running_mean(self, op):
+        n = self.reg_len[op["out"]]
+        xin, fi = self.uniform_reg(op["in"])
+        out, fo = self._ireg(op["out"], n)
+        sm, _ = self.state(op["state_sum"], "q", forced=fi)
+        cnt, _ = self.state(op["state_count"], "q", forced=0)
+        self.emit(K.OP_RMEAN, xin, out, n, sm, cnt, fi - fo, self.slim(), summary=f"running_mean {n} Q{fi} -> Q{fo}")
+
+    def _softmax(self, op):
+        n = self.reg_len[op["out"]]
+        xin, fi = self.uniform_reg(op["in"])
+        out, _ = self._ireg(op["out"], n, forced=K.Q15)
+        self.emit(K.OP_SOFTMAX, xin, out, n, fi, summary=f"softmax {n} Q{fi} -> Q15")
 
     def _affine(self, op):
         scale = np.asarray(self.weights[op["scale"]], np.float64)
@@ -276,14 +355,14 @@ class _Lowering:
         bq = np.round(shift / (s * 2.0 ** -fi)).astype(np.int64)
         mul, sh = self.requant_table(s, fi, fo)
         self.emit(K.OP_AFFINE, xin, out, n, self.const("W8", wq), self.w32(bq), mul, sh,
-                  summary=f"affine {n} Q{fi} -> Q{fo}")
+                  summary=f"affine {n} {qname(fi)} -> Q{fo}")
 
     def _lstm(self, op):
         w_ih = np.asarray(self.weights[op["w_ih"]], np.float64)
         w_hh = np.asarray(self.weights[op["w_hh"]], np.float64)
         H4, I = w_ih.shape
         H = H4 // 4
-        xin, fi = self.int_reg(op["in"])
+        xin, fi = self.uniform_reg(op["in"])
         wq, s = row_scales(np.concatenate([w_ih, w_hh], axis=1))
         bq = np.round(np.asarray(self.weights[op["bias"]], np.float64) / (s * 2.0 ** -fi)).astype(np.int64)
         self.check_acc(wq[:, :I], bq, f"lstm {op['w_ih']}")
@@ -304,7 +383,7 @@ class _Lowering:
         B = np.asarray(self.weights[op["b"]], np.float64).ravel()
         d = A.shape[0]
         ch = self.reg_len[op["in"]]
-        u, fu = self.int_reg(op["in"])
+        u, fu = self.uniform_reg(op["in"])
         lim = 2 ** (self.a_bits - 1) - 1
         fa = frac_bits(np.abs(A).max(), lim, 1.0, lo=0, hi=30)
         fb = frac_bits(np.abs(B).max(), lim, 1.0, lo=0, hi=30)
@@ -319,7 +398,7 @@ class _Lowering:
         tau = np.asarray(self.weights[op["tau"]], np.float64).ravel()
         thr = np.asarray(self.weights[op["threshold"]], np.float64).ravel()
         n = tau.size
-        xin, fi = self.int_reg(op["in"])
+        xin, fi = self.uniform_reg(op["in"])
         v, fv = self.state(op["state_v"], "q")
         out, _ = self._ireg(op["out"], n, forced=0)
         k = self.w32(np.round(2.0 ** K.Q15 / tau))
@@ -368,6 +447,8 @@ def calibrate(meta: dict, weights: dict, X: np.ndarray, state_bits: int = 32, a_
     peaks = tracked(wide, X)
     formats = {}
     for name, (off, n) in wide.int_regs.items():
+        if name not in wide.formats:   # a concat: its parts' formats
+            continue
         f = wide.formats[name]
         formats[name] = frac_bits(peaks[0][off:off + n].max(initial=0) / 2.0 ** f, QMAX, HEADROOM)
     for name, (off, n) in wide.int_states.items():

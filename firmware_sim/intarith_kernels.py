@@ -10,8 +10,9 @@ Number formats
   Accumulators are 32-bit in C (the planner proves |Σ| < 2^31 for every row); here int64.
 * Requantisation: out = (acc · M + 2^(S-1)) >> S with a 16-bit multiplier M ∈ [2^14, 2^15) and a
   shift S per channel (round half up, arithmetic shift), then saturation to ±qmax.
-* tanh and sigmoid: a 513-entry Q15 table over [-8, 8] (step 1/32) read with linear interpolation
-  from a Q12 argument (|error| ≤ 1.3e-4, tests); the result is Q15.
+* tanh, sigmoid, Φ (for gelu(x) = x·Φ(x)) and exp (softmax): 513-entry Q15 tables over [-8, 8]
+  (step 1/32) read with linear interpolation from a Q12 argument (|error| ≤ 1.3e-4, tests); the
+  result is Q15. Arguments saturate at ±8 (so gelu's output too; exp is only read at x ≤ 0).
 * State words are int32 with per-state fractional bits and their own limit (``slim``): the LSTM
   cell c, the LMU memory m, the LIF potential v. The LSTM h is Q15.
 
@@ -32,18 +33,19 @@ from edge.engine.kernels import (_EPS12, _EPS24, _HALF, _ONE, _TWO, _ZERO, F32, 
 # record: opcode + up to 15 int64 fields (offsets into the typed arrays, sizes, formats)
 REC = 16
 OP_QUANT, OP_DEQUANT, OP_DENSE, OP_AFFINE, OP_ACT, OP_ADD, OP_SHIFT, OP_LSTM, OP_LMUMEM, OP_LIF, \
-    OP_ATTITUDE, OP_TILT = range(1, 13)
-ACT_IDENTITY, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
+    OP_ATTITUDE, OP_TILT, OP_WINDOW, OP_RMEAN, OP_SOFTMAX = range(1, 16)
+ACT_IDENTITY, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_GELU = 0, 1, 2, 3, 4
 LUT_N = 513                         # entries per table: [-8, 8] in steps of 1/32
-LUT_TANH, LUT_SIGMOID = 0, LUT_N    # table offsets in the int16 weight array
+LUT_TANH, LUT_SIGMOID, LUT_PHI, LUT_EXP = 0, LUT_N, 2 * LUT_N, 3 * LUT_N  # offsets in the int16 weights
 Q12 = 12                            # the table argument format
 Q15 = 15
 
 
 def lut_tables() -> np.ndarray:
-    """tanh then sigmoid at -8 + k/32, k = 0..512, rounded to Q15 and saturated to 32767."""
+    """tanh, sigmoid, Φ (normal CDF), exp at -8 + k/32, k = 0..512, in Q15 saturated to 32767."""
     x = -8.0 + np.arange(LUT_N) / 32.0
-    tabs = [np.tanh(x), 1.0 / (1.0 + np.exp(-x))]
+    phi = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x])
+    tabs = [np.tanh(x), 1.0 / (1.0 + np.exp(-x)), phi, np.exp(x)]
     return np.concatenate([np.clip(np.round(t * 32768.0), -32768, 32767) for t in tabs]).astype(np.int16)
 
 
@@ -79,10 +81,13 @@ def lut(W16, table, x):
 
 @njit(cache=True)
 def activate(W16, code, v, f_in, f_out, qmax):
-    """One activation from Q(f_in) to Q(f_out); tanh and sigmoid go through the Q15 tables."""
+    """One activation from Q(f_in) to Q(f_out); tanh, sigmoid and gelu go through the Q15 tables."""
     if code == ACT_TANH or code == ACT_SIGMOID:
         y = lut(W16, LUT_TANH if code == ACT_TANH else LUT_SIGMOID, shr(v, f_in - Q12))
         return sat(shr(y, Q15 - f_out), qmax)
+    if code == ACT_GELU:
+        x = sat(shr(v, f_in - Q12), 32767)
+        return sat(shr(shr(x * lut(W16, LUT_PHI, x), Q15), Q12 - f_out), qmax)
     if code == ACT_RELU and v < 0:
         return np.int64(0)
     return sat(shr(v, f_in - f_out), qmax)
@@ -127,7 +132,7 @@ def dense(wsi, W8, W16, W32, xin, out, I, O, w, b, mul, sh, act, f_out, qmax):
         for i in range(I):
             acc += np.int64(W8[row + i]) * wsi[xin + i]
         v = requant(acc, np.int64(W32[mul + o]), W32[sh + o])
-        if act == ACT_TANH or act == ACT_SIGMOID:
+        if act == ACT_TANH or act == ACT_SIGMOID or act == ACT_GELU:
             wsi[out + o] = activate(W16, act, v, Q12, f_out, qmax)
         else:
             wsi[out + o] = activate(W16, act, v, f_out, f_out, qmax)
@@ -191,6 +196,50 @@ def lif(wsi, si, W32, xin, out, n, v, k, thr, s_in, slim):
         s = hh >= W32[thr + j]
         si[v + j] = 0 if s else hh
         wsi[out + j] = 1 if s else 0
+
+
+@njit(cache=True)
+def window(wsi, si, xin, buf, cat, I, k):
+    """Causal conv input: cat[i, :] = [buf[i, :], in[i]] ([I, k]); then buf[i, :] = cat[i, 1:]."""
+    for i in range(I):
+        for j in range(k - 1):
+            wsi[cat + i * k + j] = si[buf + i * (k - 1) + j]
+        wsi[cat + i * k + k - 1] = wsi[xin + i]
+        for j in range(k - 1):
+            si[buf + i * (k - 1) + j] = wsi[cat + i * k + j + 1]
+
+
+@njit(cache=True, inline="always")
+def div_round(a, b):
+    """a / b rounded half away from zero, b > 0 (the same in C: no floor division of negatives)."""
+    q = (2 * abs(a) + b) // (2 * b)
+    return -q if a < 0 else q
+
+
+@njit(cache=True)
+def rmean(wsi, si, xin, out, n, sm, cnt, s_out, slim, qmax):
+    """sum += in (same format); count += 1; out = sum / count, rounded, shifted to the output's format."""
+    c = min(np.int64(si[cnt]) + 1, 2 ** 31 - 1)
+    si[cnt] = c
+    for j in range(n):
+        v = sat(np.int64(si[sm + j]) + wsi[xin + j], slim)
+        si[sm + j] = v
+        wsi[out + j] = sat(shr(div_round(v, c), s_out), qmax)
+
+
+@njit(cache=True)
+def softmax(wsi, W16, xin, out, n, f_in):
+    """exp(x − max) from the Q15 table at a Q12 argument ≤ 0, normalised: out Q15."""
+    mx = wsi[xin]
+    for j in range(1, n):
+        mx = max(mx, wsi[xin + j])
+    total = np.int64(0)
+    for j in range(n):
+        e = lut(W16, LUT_EXP, shr(np.int64(wsi[xin + j]) - mx, f_in - Q12))
+        wsi[out + j] = e
+        total += e
+    for j in range(n):
+        wsi[out + j] = (np.int64(wsi[out + j]) << Q15) // total
 
 
 # ---- float32 ops without libm ------------------------------------------------------------------
@@ -391,6 +440,12 @@ def step_ops(rec, W8, W16, W32, WF, wsi, wsf, si, sf, qmax):
             attitude(wsf, sf, WF, r[1], r[2], r[3], r[4], r[5])
         elif code == OP_TILT:
             tilt(wsf, r[1], r[2], r[3])
+        elif code == OP_WINDOW:
+            window(wsi, si, r[1], r[2], r[3], r[4], r[5])
+        elif code == OP_RMEAN:
+            rmean(wsi, si, r[1], r[2], r[3], r[4], r[5], r[6], r[7], qmax)
+        elif code == OP_SOFTMAX:
+            softmax(wsi, W16, r[1], r[2], r[3], r[4])
 
 
 @njit(cache=True)

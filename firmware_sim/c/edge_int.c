@@ -27,6 +27,10 @@ static i64 activate(const int16_t *W16, int code, i64 v, int f_in, int f_out, i6
         i64 y = lut(W16, code == EDGE_ACT_TANH ? EDGE_LUT_TANH : EDGE_LUT_SIGMOID, shr(v, f_in - 12));
         return sat(shr(y, 15 - f_out), qmax);
     }
+    if (code == EDGE_ACT_GELU) {
+        i64 x = sat(shr(v, f_in - 12), 32767);
+        return sat(shr(shr(x * lut(W16, EDGE_LUT_PHI, x), 15), 12 - f_out), qmax);
+    }
     if (code == EDGE_ACT_RELU && v < 0) return 0;
     return sat(shr(v, f_in - f_out), qmax);
 }
@@ -64,7 +68,7 @@ void edge_dense(int32_t *wsi, const int8_t *W8, const int16_t *W16, const int32_
         int32_t acc = W32[b + o];
         for (int i = 0; i < I; i++) acc += (int32_t)row[i] * wsi[xin + i];
         i64 v = requant(acc, W32[mul + o], W32[sh + o]);
-        if (act == EDGE_ACT_TANH || act == EDGE_ACT_SIGMOID) wsi[out + o] = (int32_t)activate(W16, act, v, 12, f_out, qmax);
+        if (act == EDGE_ACT_TANH || act == EDGE_ACT_SIGMOID || act == EDGE_ACT_GELU) wsi[out + o] = (int32_t)activate(W16, act, v, 12, f_out, qmax);
         else wsi[out + o] = (int32_t)activate(W16, act, v, f_out, f_out, qmax);
     }
 }
@@ -137,6 +141,43 @@ void edge_lif(int32_t *wsi, int32_t *si, const int32_t *W32, int xin, int out, i
         si[v + j] = s ? 0 : (int32_t)hh;
         wsi[out + j] = s;
     }
+}
+
+void edge_window(int32_t *wsi, int32_t *si, int xin, int buf, int cat, int I, int k) {
+    for (int i = 0; i < I; i++) {
+        for (int j = 0; j < k - 1; j++) wsi[cat + i * k + j] = si[buf + i * (k - 1) + j];
+        wsi[cat + i * k + k - 1] = wsi[xin + i];
+        for (int j = 0; j < k - 1; j++) si[buf + i * (k - 1) + j] = wsi[cat + i * k + j + 1];
+    }
+}
+
+static i64 div_round(i64 a, i64 b) {
+    i64 q = (2 * (a < 0 ? -a : a) + b) / (2 * b);
+    return a < 0 ? -q : q;
+}
+
+void edge_rmean(int32_t *wsi, int32_t *si, int xin, int out, int n, int sm, int cnt, int s_out, int32_t slim,
+                int32_t qmax) {
+    i64 c = (i64)si[cnt] + 1;
+    if (c > 2147483647) c = 2147483647;
+    si[cnt] = (int32_t)c;
+    for (int j = 0; j < n; j++) {
+        i64 v = sat((i64)si[sm + j] + wsi[xin + j], slim);
+        si[sm + j] = (int32_t)v;
+        wsi[out + j] = (int32_t)sat(shr(div_round(v, c), s_out), qmax);
+    }
+}
+
+void edge_softmax(int32_t *wsi, const int16_t *W16, int xin, int out, int n, int f_in) {
+    int32_t mx = wsi[xin];
+    for (int j = 1; j < n; j++) if (wsi[xin + j] > mx) mx = wsi[xin + j];
+    i64 total = 0;
+    for (int j = 0; j < n; j++) {
+        i64 e = lut(W16, EDGE_LUT_EXP, shr((i64)wsi[xin + j] - mx, f_in - 12));
+        wsi[out + j] = (int32_t)e;
+        total += e;
+    }
+    for (int j = 0; j < n; j++) wsi[out + j] = (int32_t)(((i64)wsi[out + j] << 15) / total);
 }
 
 /* ---- float32 geometry (attitude filter, tilt correction) without libm ----------------------- */

@@ -8,7 +8,9 @@
 #define EDGE_LUT_N 513
 #define EDGE_LUT_TANH 0
 #define EDGE_LUT_SIGMOID EDGE_LUT_N
-enum { EDGE_ACT_IDENTITY, EDGE_ACT_RELU, EDGE_ACT_TANH, EDGE_ACT_SIGMOID };
+#define EDGE_LUT_PHI (2 * EDGE_LUT_N)
+#define EDGE_LUT_EXP (3 * EDGE_LUT_N)
+enum { EDGE_ACT_IDENTITY, EDGE_ACT_RELU, EDGE_ACT_TANH, EDGE_ACT_SIGMOID, EDGE_ACT_GELU };
 
 void edge_quant(const float *wsf, int32_t *wsi, int src, int dst, int n, int f, int32_t qmax);
 void edge_dequant(const int32_t *wsi, float *wsf, int src, int dst, int n, int f);
@@ -26,6 +28,10 @@ void edge_lmumem(int32_t *wsi, int32_t *si, const int16_t *W16, int u, int out, 
                  int bb, int s_in, int m, int32_t slim, int s_out, int tmp, int32_t qmax);
 void edge_lif(int32_t *wsi, int32_t *si, const int32_t *W32, int xin, int out, int n, int v, int k, int thr,
               int s_in, int32_t slim);
+void edge_window(int32_t *wsi, int32_t *si, int xin, int buf, int cat, int I, int k);
+void edge_rmean(int32_t *wsi, int32_t *si, int xin, int out, int n, int sm, int cnt, int s_out, int32_t slim,
+                int32_t qmax);
+void edge_softmax(int32_t *wsi, const int16_t *W16, int xin, int out, int n, int f_in);
 void edge_attitude(float *wsf, float *sf, const float *WF, int xin, int qo, int go, int cst, int st);
 void edge_tilt(float *wsf, int qi, int ri, int out);
 
