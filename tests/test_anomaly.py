@@ -222,3 +222,18 @@ def test_shipped_config_on_a_clean_day_is_quiet_and_finds_a_dropout(ett, config)
     found = [e for e in events_of(config, x)[0] if e.channel == 6 and week.start <= e.start < week.stop]
     assert clean == [] and len(found) == 1 and found[0].start == 1250
     assert json.dumps(found[0].as_dict())
+
+
+def test_forecaster_stays_stable_over_a_long_real_imu_trial():
+    """A whole BROAD trial (rest, then 3 minutes of motion at 285.7 Hz): the RLS covariance stays
+    symmetric positive definite and the scores stay those of a calibrated scale (median about
+    0.67σ for any symmetric residual), where an indefinite P once made θ explode."""
+    from edge.recordings import IMU_CHANNELS, broad_trials, read_recording
+    x = read_recording(broad_trials(split="train")[0]).columns(IMU_CHANNELS).astype(np.float64)
+    det = AnomalyDetector(load_config("anomaly-imu")[0], list(IMU_CHANNELS))
+    _, score = det.run(x)
+    for P in det.P:
+        np.testing.assert_allclose(P, P.T)
+        assert np.linalg.eigvalsh(P).min() > 0
+    median = np.median(score[len(x) // 4:], axis=0)
+    assert np.all((median > 0.3) & (median < 1.5)), median

@@ -11,14 +11,17 @@
 
 Residuals ``r_t = x_t - x̂_t`` come from any one-step-ahead forecaster: pass ``forecast=`` (a shipped
 forecast bundle's first horizon step, say), or leave it out and the detector's own forecaster is used:
-a recursive-least-squares AR(p) on first differences per channel (`RLSForecaster`), which also serves
-IMU streams where no forecast bundle exists.
+a recursive-least-squares AR(p) on first differences per channel (see `AnomalyDetector`), which
+also serves IMU streams where no forecast bundle exists.
 
-Three tests turn residuals into one score per channel and sample, in units of the enter threshold:
+Four tests turn each sample into one score per channel, in σ, the highest of:
 
 * **residual** ``|r| / σ``: spikes, level shifts, dropouts. σ = 1.2533 · a running mean of ``|r|``
   (exact mean over the warm-up, then an EWMA with half-life ``halflife``), each ``|r|`` clipped at
-  ``clip · σ`` so that an anomaly cannot inflate the scale it is judged by.
+  ``clip · σ`` so that an anomaly cannot inflate the scale it is judged by; and σ is at least
+  ``floor`` times the running mean of ``|Δx|`` (the last 200 samples), which follows a change of
+  activity (an IMU starting to move) within a fraction of a second where the clipped EWMA would
+  take seconds, while one spike moves it by 2 % at most.
 * **drift**: a two-sided CUSUM of ``clip(r/σ, ±clip)`` with allowance ``cusum_k``; it scores
   ``enter · S / cusum_h`` and restarts at 0 after each alarm, so a slow drift alarms repeatedly
   and the hysteresis merges the alarms into one event that starts where S last left 0.
@@ -38,6 +41,9 @@ Bad input, by rule: a sample must have shape ``[C]`` (``[T, C]`` for a block), o
 naming the shape. A NaN or ±inf value is not fed: that channel's state is held, its score is NaN,
 an open event neither grows nor closes there, and ``missing[c]`` counts it; other channels go on.
 Sample indices count every sample stepped, fed or not.
+
+The per-sample loop is compiled with Numba (the runtime's own dependency): about 2 µs per sample
+of 7 channels in a block, against about 300 µs for the same arithmetic as numpy calls.
 """
 from __future__ import annotations
 
@@ -47,7 +53,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-
 from numba import njit
 
 from edge.bundle import BUNDLE_DIR
@@ -75,13 +80,14 @@ class DetectorConfig:
     warmup: int = 200         # fed samples per channel before any event
     enter: float = 6.0        # score that opens an event
     exit: float = 3.0         # score below which an event may close
-    merge: int = 10           # samples below `exit` that close an event (a shorter gap merges)
+    merge: int = 10           # an event closes after more than this many samples below `exit`
     clip: float = 4.0         # residuals are clipped at clip·σ for the scale, the CUSUM and the RLS
     cusum_k: float = 0.5      # drift allowance per sample, σ
     cusum_h: float = 30.0     # drift alarm, σ·samples (0 turns the drift test off)
     stuck: int = 0            # repeated samples that make a stuck sensor (0 turns the test off)
     level: float = 0.0        # |x - μ| in slow-running s of the signal that scores `enter` (0: off)
     level_halflife: float = 5000.0   # samples, the slow running mean and deviation of the signal
+    floor: float = 0.0        # σ >= floor · running mean |Δx| (0: off)
 
     def __post_init__(self):
         checks = [("order", self.order >= 1), ("forget", 0.9 <= self.forget <= 1.0),
@@ -89,7 +95,7 @@ class DetectorConfig:
                   ("enter", self.enter > 0), ("exit", 0 < self.exit <= self.enter), ("merge", self.merge >= 0),
                   ("clip", self.clip >= 1), ("cusum_k", self.cusum_k >= 0), ("cusum_h", self.cusum_h >= 0),
                   ("stuck", self.stuck == 0 or self.stuck >= 2), ("level", self.level >= 0),
-                  ("level_halflife", self.level_halflife >= 1)]
+                  ("level_halflife", self.level_halflife >= 1), ("floor", self.floor >= 0)]
         bad = [k for k, ok in checks if not ok]
         if bad:
             raise ConfigError(f"detector config {self.name!r}: bad value for {', '.join(bad)} "
@@ -183,7 +189,7 @@ class AnomalyDetector:
         cfg = config
         self._k = np.array([cfg.order, cfg.forget, 1.0 - 0.5 ** (1.0 / cfg.halflife), cfg.warmup, cfg.enter,
                             cfg.exit, cfg.merge, cfg.clip, cfg.cusum_k, cfg.cusum_h, cfg.stuck, cfg.level,
-                            1.0 - 0.5 ** (1.0 / cfg.level_halflife)], np.float64)
+                            1.0 - 0.5 ** (1.0 / cfg.level_halflife), cfg.floor], np.float64)
 
     @classmethod
     def load(cls, name_or_path, channels) -> "AnomalyDetector":
@@ -270,8 +276,8 @@ def _event_row(f, i, c, row):
 def _advance(X, F, external, k, theta, P, lags, f, i, t, score, out):
     """Advance every channel over the samples X [T, C]; write score [T, C] and the closed events
     into out (rows of _NE); return how many closed."""
-    p, forget, alpha, warmup, enter = int(k[0]), k[1], k[2], k[3], k[4]
-    exit_, merge, clip, cusum_k, cusum_h, stuck, level, level_alpha = k[5], k[6], k[7], k[8], k[9], k[10], k[11], k[12]
+    p, forget, alpha, warmup, enter, exit_, merge = int(k[0]), k[1], k[2], k[3], k[4], k[5], k[6]
+    clip, cusum_k, cusum_h, stuck, level, level_alpha, floor = k[7], k[8], k[9], k[10], k[11], k[12], k[13]
     T, C = X.shape
     Pphi = np.empty(p)
     gain = np.empty(p)
@@ -291,7 +297,7 @@ def _advance(X, F, external, k, theta, P, lags, f, i, t, score, out):
             warm = n <= warmup
 
             # residual test; the scale is the mean |r| over the warm-up, then an EWMA of clipped |r|
-            sigma = GAUSS_MAD * f[c, _F_MABS] if n > 2 else np.inf
+            sigma = max(GAUSS_MAD * f[c, _F_MABS], floor * f[c, _F_DSCALE]) if n > 2 else np.inf
             z = r / max(sigma, 1e-300)
             if n > 1:
                 a = 1.0 / (n - 1) if warm else alpha
@@ -364,15 +370,23 @@ def _advance(X, F, external, k, theta, P, lags, f, i, t, score, out):
                 pred_n += theta[c, a_] * lags[c, a_]
             lim = clip * sigma / u
             err = min(max(dx / u - pred_n, -lim), lim)
-            trace = 0.0
             for a_ in range(p):
                 gain[a_] = Pphi[a_] / denom
                 theta[c, a_] += gain[a_] * err
+            # P ← (P - g φᵀP) / λ, kept symmetric (rounding otherwise drifts it indefinite and θ explodes)
+            trace, least = 0.0, np.inf
             for a_ in range(p):
-                for b in range(p):
-                    P[c, a_, b] = (P[c, a_, b] - gain[a_] * Pphi[b]) / forget
+                for b in range(a_, p):
+                    v = (0.5 * (P[c, a_, b] + P[c, b, a_]) - gain[a_] * Pphi[b]) / forget
+                    P[c, a_, b] = v
+                    P[c, b, a_] = v
                 trace += P[c, a_, a_]
-            if trace > P_TRACE_MAX:
+                least = min(least, P[c, a_, a_])
+            if least <= 0.0:                     # lost definiteness all the same: start P afresh, keep θ
+                P[c] = 0.0
+                for a_ in range(p):
+                    P[c, a_, a_] = P0
+            elif trace > P_TRACE_MAX:
                 P[c] *= P_TRACE_MAX / trace
             for a_ in range(p - 1, 0, -1):
                 lags[c, a_] = lags[c, a_ - 1]

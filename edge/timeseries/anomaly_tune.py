@@ -22,13 +22,14 @@ from edge.timeseries.anomaly_eval import TARGETS, score_streams, streams
 # target -> (fixed fields, grid); lengths in samples: ETT hourly 1 day = 24, 15-minute 96, IMU 1 s = 286
 SPACES = {
     "ett": (dict(warmup=168, merge=12, halflife=336.0, level_halflife=720.0),
-            dict(enter=[6.0, 8.0, 10.0, 14.0], cusum_h=[0.0, 30.0, 60.0], stuck=[6, 12, 24], level=[0.0, 4.0, 6.0])),
+            dict(enter=[6.0, 8.0, 10.0, 14.0], cusum_h=[0.0, 30.0], stuck=[6, 12, 24], level=[0.0, 4.0, 6.0],
+                 floor=[0.0, 0.5])),
     "ettm": (dict(warmup=672, merge=48, halflife=1344.0, level_halflife=2880.0),
-             dict(enter=[8.0, 10.0, 14.0, 20.0], cusum_h=[0.0, 30.0, 60.0], stuck=[24, 48, 96],
-                  level=[0.0, 4.0, 6.0])),
+             dict(enter=[8.0, 10.0, 14.0, 20.0], cusum_h=[0.0, 30.0], stuck=[24, 48, 96], level=[0.0, 4.0, 6.0],
+                  floor=[0.0, 0.5])),
     "imu": (dict(warmup=1429, merge=29, level_halflife=2857.0),
-            dict(enter=[16.0, 24.0, 32.0, 48.0], cusum_h=[0.0, 60.0], stuck=[100, 300], halflife=[143.0, 572.0],
-                 level=[0.0, 6.0])),
+            dict(enter=[8.0, 12.0, 16.0, 24.0], stuck=[100, 300], halflife=[143.0, 572.0], level=[0.0, 6.0],
+                 floor=[0.0, 0.5])),
 }
 DESCRIPTIONS = {
     "ett": "ETT hourly (ETTh1/ETTh2 columns HUFL..OT), residuals of the built-in AR forecaster or of an "
@@ -76,10 +77,11 @@ def main(argv=None) -> int:
         epilog="examples:\n  edge train anomaly                      all three configurations (~5 min on 2 cores)\n"
                "  edge train anomaly --targets ett        ETT hourly only (~10 s)\n"
                "  edge train anomaly --out /tmp/anom      write the JSON elsewhere (default edge/bundles/)\n")
-    p.add_argument("--targets", nargs="+", choices=list(SPACES), default=list(SPACES))
+    p.add_argument("--targets", nargs="+", choices=list(SPACES), default=list(SPACES),
+                   help="which configurations: ett (hourly), ettm (15-minute), imu (default all three)")
     p.add_argument("--out", default=str(BUNDLE_DIR), metavar="DIR", help="folder for anomaly-<target>.json")
     p.add_argument("--data", default=None, help="BROAD folder (default ../shared/data/broad)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = p.parse_args(argv)
     for target in args.targets:
         doc = tune(target, args.data if target == "imu" else None, not args.no_progress)

@@ -17,6 +17,7 @@ from edge.timeseries.anomaly import AnomalyDetector, load_config
 
 MAX_LISTED = 8          # events listed in the text summary; all of them are in --json
 MAX_PLOTTED = 7         # channels drawn
+MAX_ANNOTATED = 3       # events per channel labelled with their score (the highest)
 
 
 def check(name_or_path) -> None:
@@ -92,9 +93,11 @@ def plot(rec, res, path, title: str, m: dict, meta) -> None:
         ax.plot(t[::step], x[::step, c], lw=0.8, color=f"C{c}")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        for k, e in enumerate(ev for ev in m["events"] if ev["channel"] == c):
+        mine = [e for e in m["events"] if e["channel"] == c]
+        for k, e in enumerate(mine):
             ax.axvspan(e["t_start"] / div, max(e["t_end"], e["t_start"] + span / 500) / div, color="tab:red",
-                       alpha=0.25, lw=0, label="event" if k == 0 else None)
+                       alpha=0.25, lw=0, label=f"{len(mine)} event(s)" if k == 0 else None)
+        for e in sorted(mine, key=lambda e: -e["score"])[:MAX_ANNOTATED]:     # more would overprint
             ax.annotate(f"{e['score']:.0f}σ {e['cause']}", (e["t_start"] / div, 1.0), xycoords=("data", "axes fraction"),
                         fontsize=7, color="tab:red", va="top")
         if ax.get_legend_handles_labels()[0]:
