@@ -8,7 +8,7 @@ MatMul/Gemm/Conv node (M·N·K; output size × input channels/group × kernel si
 arithmetic nodes by their output elements. For a spiking bundle, the dense/conv ops fed by LIF
 spikes are accumulates, not MACs: a spike selects a weight column, so each step costs
 rate × weights accumulates, with the spike rate *measured* on a real recording by the integer
-reference (firmware_sim.intarith), the arithmetic the device runs.
+float step (the bundle's program with its LIF outputs as output, on the Numba engine).
 
 Time per step = (MACs · cycles_per_mac + ACs · cycles_per_ac + other ops · cycles_per_op) / clock,
 with the per-operation cycles of firmware_sim/profiles.toml (the Cortex-M4 figures calibrated
@@ -172,13 +172,31 @@ def shipped_bundles() -> list:
     return sorted(BUNDLE_DIR.glob("*.onnx"))
 
 
-def measured_spike_rates(bundle, recording) -> dict:
-    """{LIF op index: fraction of neurons spiking per step} over a recording, by the integer reference."""
-    from .intarith import spike_rates
-    return spike_rates(bundle, recording)
+def measured_spike_rates(bundle, x) -> dict:
+    """{LIF op index: spikes per neuron per step} of the float step on raw inputs x [T, C] (or a
+    recording file): the bundle's program run with its LIF outputs as the output (the probe of
+    edge.timeseries.har_eval), on the Numba engine."""
+    import numpy as np
+    from edge.engine.numba_engine import NumbaExecutor
+    from edge.timeseries.har_eval import spike_probe
+    from .intarith import calibration_inputs, normalised
+    if x is None:
+        raise ValueError("a spiking bundle: its accumulates come from measured spike rates (give --recording)")
+    x = normalised(bundle.meta, calibration_inputs(bundle, x, samples=10 ** 9))
+    probe = NumbaExecutor(spike_probe(bundle.meta), bundle.weights, bundle.meta["state"])
+    spikes = probe.block(x[:, None, :], probe.init_state(1))[:, 0]       # [T, all LIF neurons]
+    rates, k = {}, 0
+    for i, op in enumerate(bundle.meta["program"]["ops"]):
+        if op["op"] == "lif":
+            n = bundle.meta["program"]["registers"][op["out"]]
+            rates[i] = float(spikes[:, k:k + n].mean())
+            k += n
+    return rates
 
 
 def counts_for(bundle, recording=None) -> dict:
+    """bundle_counts with the spike rates measured on ``recording`` (a file or raw x [T, C]) when
+    the bundle spikes."""
     rates = measured_spike_rates(bundle, recording) if spiking_weights(bundle.meta["program"]) else None
     return bundle_counts(bundle, rates)
 
@@ -234,7 +252,7 @@ examples:
   edge fit my.onnx --device esp32-s3 --rate 100 --arith fp32
       a bundle of yours at 100 Hz in float32
   edge fit spiking.onnx --device cortex-m7 --recording walk.csv
-      a spiking bundle: accumulates from spike rates measured on the recording
+      a spiking bundle: accumulates from spike rates measured on the recording (float step)
   edge fit --all
       regenerate docs/fit.md: every shipped bundle on every profile
   edge fit --list

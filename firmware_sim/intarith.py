@@ -394,10 +394,15 @@ class _Lowering:
                   self.const("W16", np.round(B * 2.0 ** fb)), fu + fb - fm, m, self.slim(), fm - fo, tmp,
                   summary=f"lmu_memory ch={ch} d={d} A Q{fa} ({self.a_bits} bit), m Q{fm} ({self.state_bits} bit)")
 
+    def number_or_weight(self, value, n):
+        """A field that is a number or the name of a weight vector, as float64 [n]."""
+        v = self.weights[value] if isinstance(value, str) else value
+        return np.broadcast_to(np.asarray(v, np.float64).ravel(), (n,))
+
     def _lif(self, op):
-        tau = np.asarray(self.weights[op["tau"]], np.float64).ravel()
-        thr = np.asarray(self.weights[op["threshold"]], np.float64).ravel()
-        n = tau.size
+        n = self.reg_len[op["out"]]
+        tau = self.number_or_weight(op["tau"], n)
+        thr = self.number_or_weight(op["threshold"], n)
         xin, fi = self.uniform_reg(op["in"])
         v, fv = self.state(op["state_v"], "q")
         out, _ = self._ireg(op["out"], n, forced=0)
@@ -423,19 +428,17 @@ class _Lowering:
 def run_plan(plan: Plan, X: np.ndarray, state: np.ndarray, peaks=None) -> np.ndarray:
     """X [T, streams, C] float32 (normalised as the model sees it) -> Y [T, streams, O]."""
     Y = np.empty((X.shape[0], X.shape[1], plan.O), np.float32)
-    none = np.zeros(0, np.int64)
-    pw, ps, nz = peaks if peaks is not None else (none, none, none)
+    pw, ps = peaks if peaks is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     K.run(plan.rec, plan.W8, plan.W16, plan.W32, plan.WF, np.zeros(plan.wsi_size, np.int32),
           np.zeros(plan.wsf_size, np.float32), state, np.ascontiguousarray(X, np.float32), Y, plan.x_off,
-          plan.y_off, True, plan.qmax, pw, ps, nz)
+          plan.y_off, plan.qmax, pw, ps)
     return Y
 
 
 def tracked(plan: Plan, X: np.ndarray):
-    """Run X [T, C] from the initial state, tracking (peak per workspace row, peak per state word,
-    nonzero steps per workspace row)."""
+    """Run X [T, C] from the initial state: (peak per workspace row, peak per state word)."""
     state = np.tile(plan.state_init, (1, 1))
-    peaks = (np.zeros(plan.wsi_size, np.int64), np.zeros(state.shape[1], np.int64), np.zeros(plan.wsi_size, np.int64))
+    peaks = (np.zeros(plan.wsi_size, np.int64), np.zeros(state.shape[1], np.int64))
     run_plan(plan, X[:, None, :], state, peaks)
     return peaks
 
@@ -455,20 +458,6 @@ def calibrate(meta: dict, weights: dict, X: np.ndarray, state_bits: int = 32, a_
         peak = peaks[1][off:off + n].max(initial=0) / 2.0 ** CAL_STATE_F
         formats["state:" + name] = frac_bits(peak, 2 ** (state_bits - 1) - 1, STATE_HEADROOM, lo=0, hi=30)
     return _Lowering(meta, weights, formats, False, state_bits, a_bits).plan()
-
-
-def spike_rates(bundle, recording) -> dict:
-    """{LIF op index: spikes per neuron per step} measured by the integer step on a recording
-    (calibrated on the same recording)."""
-    X = normalised(bundle.meta, calibration_inputs(bundle, recording))
-    plan = calibrate(bundle.meta, bundle.weights, X)
-    nz = tracked(plan, X)[2]
-    rates = {}
-    for i, op in enumerate(bundle.meta["program"]["ops"]):
-        if op["op"] == "lif":
-            off, n = plan.int_regs[op["out"]]
-            rates[i] = float(nz[off:off + n].sum()) / (n * len(X))
-    return rates
 
 
 class IntExecutor:
@@ -500,11 +489,13 @@ def normalised(meta: dict, x: np.ndarray) -> np.ndarray:
 
 
 def calibration_inputs(bundle, recording=None, samples: int = 60_000, fallback=None) -> np.ndarray:
-    """Raw inputs [T, C] to calibrate on: the given recording, or for an attitude bundle the BROAD
+    """Raw inputs [T, C] to calibrate on: the given recording (a file, or an array), or for an attitude bundle the BROAD
     training trials (never the test split), up to ``samples`` samples spread over trials, or else
     the ``fallback`` recording."""
     if recording is None and bundle.meta["task"] != "attitude":
         recording = fallback
+    if isinstance(recording, np.ndarray):           # raw inputs [T, C] already
+        return np.ascontiguousarray(recording[np.all(np.isfinite(recording), axis=1)][:samples], np.float32)
     from edge.recordings import broad_trials, read_recording
     from edge.replay import select_inputs
     label = bundle.meta.get("name") or bundle.path

@@ -449,10 +449,10 @@ def step_ops(rec, W8, W16, W32, WF, wsi, wsf, si, sf, qmax):
 
 
 @njit(cache=True)
-def run(rec, W8, W16, W32, WF, wsi, wsf, state, X, Y, x_off, y_off, y_float, qmax, peak_ws, peak_st, nz_ws):
-    """X [T, streams, C] float32 -> Y [T, streams, O]; state [streams, words] float32 whose words
-    hold int32 bits for integer states. peak_*: max |value| per integer row seen (calibration), and
-    nz_ws: steps with a nonzero value per row (spike counts), or empty arrays."""
+def run(rec, W8, W16, W32, WF, wsi, wsf, state, X, Y, x_off, y_off, qmax, peak_ws, peak_st):
+    """X [T, streams, C] float32 -> Y [T, streams, O] (the float register at y_off); state
+    [streams, words] float32 whose words hold int32 bits for integer states. peak_*: max |value|
+    per integer row seen (calibration), or empty arrays."""
     T, S, C = X.shape
     O = Y.shape[2]
     track = peak_ws.shape[0] > 0
@@ -464,14 +464,12 @@ def run(rec, W8, W16, W32, WF, wsi, wsf, state, X, Y, x_off, y_off, y_float, qma
                 wsf[x_off + k] = X[t, s, k]
             step_ops(rec, W8, W16, W32, WF, wsi, wsf, si, sf, qmax)
             for k in range(O):
-                Y[t, s, k] = wsf[y_off + k] if y_float else F32(wsi[y_off + k])
+                Y[t, s, k] = wsf[y_off + k]
             if track:
                 for k in range(wsi.shape[0]):
                     a = abs(np.int64(wsi[k]))
                     if a > peak_ws[k]:
                         peak_ws[k] = a
-                    if a != 0:
-                        nz_ws[k] += 1
                 for k in range(si.shape[0]):
                     a = abs(np.int64(si[k]))
                     if a > peak_st[k]:
