@@ -261,9 +261,14 @@ def add_subparser(sub) -> None:
     p.add_argument("--recording", default=None, metavar="FILE", help="replay this recording instead of synthetic data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-realtime", action="store_true", help="send as fast as possible instead of at the sample rate")
-    f = p.add_argument_group("faults (probability per message)")
+    f = p.add_argument_group("faults (probability per message; see above)")
+    helps = {"jitter_s": "each message leaves up to S seconds late", "dropout": "the device goes silent 0.1-1.5 s",
+             "nan": "a burst of 1-20 NaN samples", "saturation": "one channel pinned at full scale",
+             "duplicate": "the message is sent twice", "reorder": "the message swaps with the next one",
+             "garbage": "a malformed payload is sent before the message"}
     for name in FAULTS:
-        f.add_argument(f"--{name.replace('_', '-')}", type=float, default=0.0, metavar="P" if name != "jitter_s" else "S")
+        f.add_argument(f"--{name.replace('_', '-')}", type=float, default=0.0, help=helps[name],
+                       metavar="S" if name == "jitter_s" else "P")
     f.add_argument("--new-ids", type=integer(0), default=0, metavar="N", help="a burst of N new device ids at mid-run")
     p.set_defaults(func=run)
 

@@ -85,9 +85,11 @@ def decode_frame(data: bytes, channels: int, max_samples: int):
         if not (math.isfinite(t0) and math.isfinite(dt) and (dt > 0 or n == 1)):
             raise PayloadError("bad_time", f"frame t0={t0} dt={dt}: need finite t0 and dt > 0")
         t = t0 + dt * np.arange(n, dtype=np.float64)
-    if not np.all(np.isfinite(t)):
+        if not math.isfinite(t[-1]):
+            raise PayloadError("bad_time", f"frame t0={t0} dt={dt}: the last timestamp overflows")
+    if explicit and not np.isfinite(t).all():
         raise PayloadError("bad_time", "frame has a non-finite timestamp")
-    x = np.frombuffer(data, "<f4", n * c, want - 4 * n * c).reshape(n, c).astype(np.float32)
+    x = np.frombuffer(data, "<f4", n * c, want - 4 * n * c).reshape(n, c)      # a read-only view of the payload
     return t, x
 
 

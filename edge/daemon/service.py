@@ -172,6 +172,11 @@ class Daemon:
     def __init__(self, config_path, overrides=(), environ=os.environ):
         self.config_path, self.overrides = config_path, list(overrides)
         self.cfg = load_config(config_path, self.overrides)
+        if self.cfg.state.dir:
+            try:
+                os.makedirs(self.cfg.state.dir, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"{self.cfg.source}: state.dir: cannot create {self.cfg.state.dir} ({e.strerror})") from None
         self.metrics = Metrics()
         self.notifier = Notifier(environ)
         self.inbox = Inbox(self.cfg.limits.queue_messages)
