@@ -18,6 +18,7 @@
 """
 import argparse
 import math
+import multiprocessing
 import random
 import resource
 import subprocess
@@ -61,9 +62,25 @@ def run_grocery(decoder, policy, budget, episode):
     return episode.candidates[int(np.argmax(scores))] == episode.answer, all(kept_ids[t] >= c for t, c in item_ids.items()), d
 
 
-def grocery_arm(decoder, name, budget, episodes, desc, **kw):
-    out = [run_grocery(decoder, make_policy(name, **kw), budget, ep)[:2]
-           for ep in tqdm(episodes, desc=desc, leave=False, file=sys.stderr)]
+WORKER = {}
+
+
+def start_worker(model):
+    WORKER["decoder"] = Decoder(model)
+
+
+def grocery_chunk(job):
+    """(correct, kept) per episode of one chunk, in a worker; a chunk's policy is made fresh (random: seeded)."""
+    name, budget, kw, episodes = job
+    policy = make_policy(name, **kw)
+    return [run_grocery(WORKER["decoder"], policy, budget, ep)[:2] for ep in episodes]
+
+
+def grocery_arm(pool, name, budget, episodes, desc, **kw):
+    """Recall and item-kept flags over the episodes, split into chunks of 25 across the pool's workers."""
+    jobs = [(name, budget, kw, episodes[i:i + 25]) for i in range(0, len(episodes), 25)]
+    out = [r for chunk in tqdm(pool.imap(grocery_chunk, jobs), total=len(jobs), desc=desc, leave=False,
+                               file=sys.stderr) for r in chunk]
     return np.array([c for c, _ in out]), np.array([k for _, k in out])
 
 
@@ -140,11 +157,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rps-games", type=int, default=2, help="games per player")
     ap.add_argument("--rps-rounds", type=int, default=150)
     ap.add_argument("--rps-budget", type=int, default=96)
+    ap.add_argument("--workers", type=int, default=2, help="processes for the grocery episodes (default 2)")
     ap.add_argument("--out", default="docs/dialogue-memory-results.md")
     ap.add_argument("--plot", default=None, help="PNG of recall vs budget (default: next to --out)")
     args = ap.parse_args(argv)
     start = time.time()
     decoder = Decoder(args.model)
+    pool = multiprocessing.get_context("fork").Pool(args.workers, start_worker, (args.model,))
     rng_test, rng_dev = random.Random(TEST_SEED), random.Random(DEV_SEED)
     test = [grocery_episode(rng_test, args.distractors) for _ in range(args.episodes)]
     dev = [grocery_episode(rng_dev, args.distractors) for _ in range(args.dev_episodes)]
@@ -161,25 +180,26 @@ def main(argv=None) -> int:
              f"max {max(lengths)}); 4 candidates (chance 25 %).\n"]
 
     # η on the dev set: the best mean recall over the budgets (ties: the larger η)
-    dev_recall = {eta: np.mean([grocery_arm(decoder, "sirllm", b, dev, f"dev η={eta} B={b}", eta=eta)[0].mean()
+    dev_recall = {eta: np.mean([grocery_arm(pool, "sirllm", b, dev, f"dev η={eta} B={b}", eta=eta)[0].mean()
                                 for b in budgets.values()]) for eta in args.etas}
     eta = max(args.etas, key=lambda e: (round(dev_recall[e], 6), e))
     lines.append("## η chosen on the dev set\n\n| η | mean dev recall over the budgets |\n|---|---|")
     lines += [f"| {e:g} | {100 * r:.1f} % |" for e, r in dev_recall.items()]
     lines.append(f"\nChosen: η = {eta:g} ({args.dev_episodes} dev episodes, seeds disjoint from test).\n")
 
-    full, full_kept = grocery_arm(decoder, "full", max(lengths) + 1, test, "full cache")
+    full, full_kept = grocery_arm(pool, "full", max(lengths) + 1, test, "full cache")
     arms = {}
     for f, b in budgets.items():
-        arms[f] = {"streamingllm": grocery_arm(decoder, "streamingllm", b, test, f"stream B={b}"),
-                   "sirllm": grocery_arm(decoder, "sirllm", b, test, f"sirllm B={b}", eta=eta),
-                   "sirllm-released": grocery_arm(decoder, "sirllm-released", b, test, f"released B={b}", eta=eta),
-                   "oracle": grocery_arm(decoder, "oracle", b, test, f"oracle B={b}")}
-        arms[f]["random"] = [grocery_arm(decoder, "random", b, test, f"random{s} B={b}", seed=s)
+        arms[f] = {"streamingllm": grocery_arm(pool, "streamingllm", b, test, f"stream B={b}"),
+                   "sirllm": grocery_arm(pool, "sirllm", b, test, f"sirllm B={b}", eta=eta),
+                   "sirllm-released": grocery_arm(pool, "sirllm-released", b, test, f"released B={b}", eta=eta),
+                   "oracle": grocery_arm(pool, "oracle", b, test, f"oracle B={b}")}
+        arms[f]["random"] = [grocery_arm(pool, "random", b, test, f"random{s} B={b}", seed=s)
                              for s in range(args.random_seeds)]
         b_bytes = b * slot_bytes[False] // slot_bytes[True]  # SirLLM's slots at StreamingLLM's bytes
-        arms[f]["sirllm-equal-bytes"] = grocery_arm(decoder, "sirllm", b_bytes, test, f"sirllm B={b_bytes}", eta=eta)
+        arms[f]["sirllm-equal-bytes"] = grocery_arm(pool, "sirllm", b_bytes, test, f"sirllm B={b_bytes}", eta=eta)
 
+    pool.close()
     lines.append("## Grocery recall at equal slots\n")
     lines.append(f"Recall % (item kept in memory %). Full cache: **{100 * full.mean():.1f} %** "
                  f"(item kept {100 * full_kept.mean():.0f} %).\n")
@@ -200,7 +220,7 @@ def main(argv=None) -> int:
         f"{100 * f:.0f} %: p = {mcnemar(arms[f]['sirllm'][0], arms[f]['sirllm-released'][0]):.2g}" for f in budgets) + ".\n")
 
     lines.append("## Grocery recall at equal bytes\n")
-    lines.append(f"Bytes per slot: StreamingLLM {slot_bytes[False]} (KV + mask byte), SirLLM {slot_bytes[True]} "
+    lines.append(f"Bytes per slot: StreamingLLM {slot_bytes[False]} (KV + token id), SirLLM {slot_bytes[True]} "
                  "(+ float32 score + int32 turn). At StreamingLLM's bytes SirLLM gets fewer slots:\n")
     lines.append("| budget | bytes | StreamingLLM slots | recall | SirLLM slots | recall | p (McNemar) |\n|---|---|---|---|---|---|---|")
     for f, b in budgets.items():

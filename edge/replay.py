@@ -128,6 +128,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"samples per engine block call (default {DEFAULT_CHUNK})")
     o.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown on stderr when that is a terminal)")
+    from .dialogue.cli import add_memory_arguments  # a dialogue bundle's options (docs/dialogue.md)
+    add_memory_arguments(p)
 
 
 # ---------------------------------------------------------------------------------- the replay
@@ -469,6 +471,9 @@ def _fmt_s(s: float) -> str:
 
 
 def run(args) -> int:
+    from .dialogue.cli import is_dialogue_model, run_replay
+    if is_dialogue_model(args.model):  # a decoder LM: the file is a dialogue (JSON lines of turns)
+        return run_replay(args)
     import warnings
 
     import numpy as np

@@ -12,6 +12,7 @@ Kinds of turns and episodes:
   The item is drawn uniformly, so an LM can only name it from its context: an induction/copy skill,
   which the training mix teaches with many such key -> question pairs (appointments, preferences).
 - distractors: chit-chat, appointments and preferences (stated, and in training later asked back).
+- repeat after me: random words the bot copies back (training only: the copy skill, learned fast).
 - rock-paper-scissors: the user's move each round, from players whose preferred move switches mid-game.
 - general text: docstrings of the installed `docutils` package, only from its files that declare
   themselves public domain (docutils' COPYING.txt), one sentence per user line.
@@ -187,11 +188,26 @@ def general_episode(rng: random.Random, sentences: list[str], n: int) -> Episode
     return Episode([Turn(s, "i see .") for s in rng.sample(sentences, min(n, len(sentences)))])
 
 
+WORDS = ITEMS + NAMES + DAYS + TIMES + tuple(v for vs in PREFERENCES.values() for v in vs)
+
+
+def repeat_episode(rng: random.Random, n: int) -> Episode:
+    """n "repeat after me" turns of 3-8 random words: every word of the reply is a copy from the context,
+    the densest signal there is for learning to copy (induction), which the recall tasks then use."""
+    turns = []
+    for _ in range(n):
+        words = " ".join(rng.choices(WORDS, k=rng.randint(3, 8)))
+        turns.append(Turn(f"repeat after me : {words} .", f"{words} ."))
+    return Episode(turns)
+
+
 def training_episode(rng: random.Random, sentences: list[str]) -> Episode:
-    """One episode of the training mix: mostly grocery/fact recall over 0-24 turns, some RPS and text."""
+    """One episode of the training mix: mostly grocery/fact recall over 0-24 turns, then copying, RPS, text."""
     r = rng.random()
-    if r < 0.7:
+    if r < 0.55:
         return grocery_episode(rng, rng.randint(0, 24), ask_back=True)
-    if r < 0.85:
+    if r < 0.75:
+        return repeat_episode(rng, rng.randint(1, 6))
+    if r < 0.87:
         return rps_episode(rng, rng.randint(10, 40))
     return general_episode(rng, sentences, rng.randint(4, 12))

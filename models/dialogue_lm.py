@@ -12,6 +12,10 @@ its rank among the valid slots: `cumsum(attention_mask) - 1`. So when a memory p
 and SirLLM's "position = index in the cache" scheme, and the model never sees a position beyond its
 cache capacity however long the dialogue runs. Queries take their positions from `position_ids`
 (= the number of valid slots before them), so they agree with the keys.
+
+Keys are "smeared" (each mixed with the key of the slot before it, see `smear`) at attention time too,
+so after an eviction a key's predecessor is the previous token *kept*. A masked slot passes nothing
+on, so edge.dialogue passes the cache compacted: the valid slots, in order, and nothing else.
 """
 import math
 
@@ -30,12 +34,21 @@ def rope(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
 
+def smear(keys: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """k'_j = σ(a)·k_j + (1 − σ(a))·k_{j−1} per head along the sequence of keys[B, H, S, D] (k_{−1} = 0).
+    "Smeared keys" (Olsson et al. 2022): a key carries its predecessor, so one attention layer can
+    find "the token after the last X" (induction, recall from context), which this model must learn fast."""
+    a = torch.sigmoid(mix)[None, :, None, None]
+    return a * keys + (1 - a) * F.pad(keys, (0, 0, 1, 0))[:, :, :-1]
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
+        self.mix = nn.Parameter(torch.zeros(heads))
 
     def split(self, x):
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each [B, T, dim]
@@ -48,14 +61,15 @@ class Attention(nn.Module):
     def forward(self, x):
         q, k, v = self.split(x)
         pos = torch.arange(x.shape[1]).expand(x.shape[0], -1)
-        y = F.scaled_dot_product_attention(rope(q, pos), rope(k, pos), v, is_causal=True)
+        y = F.scaled_dot_product_attention(rope(q, pos), rope(smear(k, self.mix), pos), v, is_causal=True)
         return self.merge(y)
 
-    def step(self, x, key_pos, query_pos, allowed, past_k, past_v):
-        """allowed[B, 1, T, S+T]: which cached/new keys each new query may attend to."""
+    def step(self, x, key_pos, query_pos, allowed, valid, past_k, past_v):
+        """allowed[B, 1, T, S+T]: which cached/new keys each new query may attend to; valid[B, S+T]: the mask."""
         q, k, v = self.split(x)
         keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # [B, H, S+T, D]
-        scores = rope(q, query_pos) @ rope(keys, key_pos).transpose(-1, -2) / math.sqrt(self.head_dim)
+        smeared = smear(keys * valid[:, None, :, None], self.mix)  # a masked slot passes nothing on
+        scores = rope(q, query_pos) @ rope(smeared, key_pos).transpose(-1, -2) / math.sqrt(self.head_dim)
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         return self.merge(scores.softmax(-1) @ values), keys, values
 
@@ -71,8 +85,8 @@ class Block(nn.Module):
         x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
 
-    def step(self, x, key_pos, query_pos, allowed, past_k, past_v):
-        a, keys, values = self.attn.step(self.ln1(x), key_pos, query_pos, allowed, past_k, past_v)
+    def step(self, x, key_pos, query_pos, allowed, valid, past_k, past_v):
+        a, keys, values = self.attn.step(self.ln1(x), key_pos, query_pos, allowed, valid, past_k, past_v)
         x = x + a
         return x + self.mlp(self.ln2(x)), keys, values
 
@@ -114,9 +128,10 @@ class DialogueLM(nn.Module):
         # query i sits at cache index S+i: it sees valid keys at or before it
         causal = torch.arange(past_len + new)[None, :] <= (past_len + torch.arange(new))[:, None]  # [T, S+T]
         allowed = (causal[None] & (attention_mask[:, None, :] > 0))[:, None]  # [B, 1, T, S+T]
+        valid = attention_mask.to(torch.float32)
         x, present = self.embed(ids), []
         for block, (pk, pv) in zip(self.blocks, past):
-            x, keys, values = block.step(x, key_pos, position_ids, allowed, pk, pv)
+            x, keys, values = block.step(x, key_pos, position_ids, allowed, valid, pk, pv)
             present.append((keys, values))
         return self.logits(x), present
 
@@ -144,30 +159,24 @@ def io_names(layers: int) -> tuple[list[str], list[str]]:
 
 
 @torch.no_grad()
-def parity(lm: DialogueLM, onnx_bytes: bytes, slots: int = 16, chunks=(5, 1, 7)) -> float:
-    """Max |logit| difference between onnxruntime and torch, feeding random tokens in chunks into a cache of
-    `slots` masked entries, as edge.dialogue does."""
+def parity(lm: DialogueLM, onnx_bytes: bytes, chunks=(5, 1, 7)) -> float:
+    """Max |logit| difference between onnxruntime and torch, feeding random tokens in chunks into a growing
+    compact cache, as edge.dialogue does."""
     import numpy as np
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    mask, past = lm.init_state(1, slots)
+    _, past = lm.init_state(1)
     gen, worst, n = torch.Generator().manual_seed(0), 0.0, 0
     for m in chunks:
         ids = torch.randint(0, lm.config["vocab"], (1, m), generator=gen)
-        am = torch.cat([mask, torch.ones(1, m, dtype=torch.long)], dim=1)
-        pos = torch.arange(n, n + m)[None]
-        logits, present = lm.step(ids, am, pos, past)
-        feed = {"input_ids": ids.numpy(), "attention_mask": am.numpy(), "position_ids": pos.numpy()}
+        mask, pos = torch.ones(1, n + m, dtype=torch.long), torch.arange(n, n + m)[None]
+        logits, present = lm.step(ids, mask, pos, past)
+        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "position_ids": pos.numpy()}
         for i, (k, v) in enumerate(past):
             feed[f"past_key_values.{i}.key"], feed[f"past_key_values.{i}.value"] = k.numpy(), v.numpy()
         worst = max(worst, float(np.abs(session.run(["logits"], feed)[0] - logits.numpy()).max()))
-        past = [(k[:, :, :slots].clone(), v[:, :, :slots].clone()) for k, v in present]
-        for (k, v), (pk, pv) in zip(present, past):  # the new entries go into the next free slots
-            pk[:, :, n:n + m], pv[:, :, n:n + m] = k[:, :, slots:], v[:, :, slots:]
-        mask = mask.clone()
-        mask[:, n:n + m] = 1
-        n += m
+        past, n = present, n + m
     return worst
 
 

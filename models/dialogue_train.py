@@ -4,7 +4,7 @@
    generated episodes (edge.models.dialogue_data) and public-domain docutils docstrings. Byte-level means
    any text tokenizes: there is no unknown token.
 2. The LM trains on windows packed from whole episodes, each starting with <|bos|>. Half the episodes
-   lose a random 0-60 % of their tokens before the last turn ("eviction augmentation"): a memory policy
+   lose a random 0-50 % of their tokens before the last turn ("eviction augmentation"): a memory policy
    leaves the model a gapped context with positions renumbered, and the model learns to recall from it.
 3. The best epoch by grocery recall (the benchmark's scoring: which of 4 candidate items the LM finds
    most likely after "you asked me to buy") over dev episodes from a seed the benchmark never uses.
@@ -61,7 +61,7 @@ def packed_batches(tok, sentences, seed: int, steps: int, batch: int, length: in
         rows = []
         for _ in range(batch):
             while len(stream) < length + 1:
-                drop = rng.uniform(0.0, 0.6) if rng.random() < 0.5 else 0.0
+                drop = rng.uniform(0.0, 0.5) if rng.random() < 0.5 else 0.0
                 stream += episode_ids(tok, training_episode(rng, sentences), rng, drop)
             rows.append(stream[:length + 1])
             stream = stream[length + 1:]

@@ -7,21 +7,16 @@ import torch
 from edge.models.dialogue_lm import DialogueLM
 
 
-def feed_chunks(lm, ids, chunks, slots):
-    """Run `ids` [1, T] through the step face in chunks, writing new entries into a fixed `slots` buffer."""
-    mask, past = lm.init_state(1, slots)
+def feed_chunks(lm, ids, chunks):
+    """Run `ids` [1, T] through the step face in chunks, the cache growing by each chunk's entries."""
+    _, past = lm.init_state(1)
     n, out = 0, []
     for m in chunks:
-        am = torch.cat([mask, torch.ones(1, m, dtype=torch.long)], dim=1)
-        logits, present = lm.step(ids[:, n:n + m], am, torch.arange(n, n + m)[None], past)
+        logits, past = lm.step(ids[:, n:n + m], torch.ones(1, n + m, dtype=torch.long),
+                               torch.arange(n, n + m)[None], past)
         out.append(logits)
-        past = [(k[:, :, :slots].clone(), v[:, :, :slots].clone()) for k, v in present]
-        for (k, v), (pk, pv) in zip(present, past):
-            pk[:, :, n:n + m], pv[:, :, n:n + m] = k[:, :, slots:], v[:, :, slots:]
-        mask = mask.clone()
-        mask[:, n:n + m] = 1
         n += m
-    return torch.cat(out, dim=1), mask, past
+    return torch.cat(out, dim=1), past
 
 
 @torch.no_grad()
@@ -29,26 +24,24 @@ def test_step_in_chunks_equals_parallel_forward():
     torch.manual_seed(0)
     lm = DialogueLM(vocab=97, dim=32, layers=2, heads=4).eval()
     ids = torch.randint(0, 97, (1, 40))
-    stepped, _, _ = feed_chunks(lm, ids, [1, 7, 1, 13, 18], slots=48)
+    stepped, _ = feed_chunks(lm, ids, [1, 7, 1, 13, 18])
     assert torch.allclose(stepped, lm(ids), atol=1e-4)
 
 
 @torch.no_grad()
 def test_evicted_cache_is_renumbered_like_the_compacted_sequence():
-    """With one layer a cached key/value depends on its token alone, so after evicting slots (clearing their
-    mask bits, leaving holes) the next tokens must see exactly what a forward over the kept tokens sees:
-    positions are ranks among valid slots, not the positions the tokens had when written."""
+    """With one layer a cached key/value depends on its token alone, so after an eviction (the kept slots
+    compacted, as edge.dialogue does) the next tokens must see exactly what a forward over the kept tokens
+    sees: positions are ranks among the kept slots, and a key's smeared predecessor is the previous kept one."""
     torch.manual_seed(1)
     lm = DialogueLM(vocab=61, dim=32, layers=1, heads=2).eval()
     ids = torch.randint(0, 61, (1, 30))
-    _, mask, past = feed_chunks(lm, ids[:, :20], [20], slots=24)
+    _, past = feed_chunks(lm, ids[:, :20], [20])
     kept = torch.tensor([0, 1, 2, 3, 7, 8, 15, 19])
-    mask = torch.zeros_like(mask)
-    mask[0, kept] = 1
-    new = ids[:, 20:]
-    am = torch.cat([mask, torch.ones(1, 10, dtype=torch.long)], dim=1)
-    logits, _ = lm.step(new, am, torch.arange(len(kept), len(kept) + 10)[None], past)
-    reference = lm(torch.cat([ids[:, kept], new], dim=1))[:, len(kept):]
+    past = [(k[:, :, kept], v[:, :, kept]) for k, v in past]
+    logits, _ = lm.step(ids[:, 20:], torch.ones(1, len(kept) + 10, dtype=torch.long),
+                        torch.arange(len(kept), len(kept) + 10)[None], past)
+    reference = lm(torch.cat([ids[:, kept], ids[:, 20:]], dim=1))[:, len(kept):]
     assert torch.allclose(logits, reference, atol=1e-4)
 
 

@@ -1,10 +1,11 @@
 """A dialogue's bounded memory: a fixed-slot KV cache, per-token surprisal, eviction at turn boundaries.
 
-`Memory` is the state of one stream: B slots per layer (keys and values [layers, 1, heads, B, head_dim]),
-a validity mask (the `attention_mask` of the cached part) and, per slot, the token id, its turn, its
+`Memory` is the state of one stream: B slots per layer (keys and values [layers, 1, heads, B, head_dim],
+preallocated; the valid ones are the first n, so n is the validity mask) and, per slot, the token id, its place in the dialogue, its turn, its
 surprisal, the released-code score and a protected flag. Valid slots are always a prefix 0..n-1 in
-the order the tokens came, so the model's position of a cached key (its rank among valid slots) is
-its slot index, and new tokens go to n, n+1, ...
+the order the tokens came (an eviction compacts the survivors), so the model's position of a cached key
+(its rank among valid slots) is its slot index; new tokens go to n, n+1, ... The decoder is given the
+n valid slots with an all-ones `attention_mask`.
 
 `Dialogue` drives it turn by turn (the rules for bad input are in docs/dialogue.md):
 - Before a turn's tokens are fed, if they do not fit, the policy picks the survivors of the old
@@ -40,7 +41,6 @@ class Memory:
         self.fed = 0                       # tokens fed since the dialogue began
         kv = (shape.layers, 1, shape.heads, slots, shape.head_dim)
         self.keys, self.values = np.zeros(kv, np.float32), np.zeros(kv, np.float32)
-        self.mask = np.zeros((1, slots), np.int64)
         self.ids = np.zeros(slots, np.int64)
         self.index = np.zeros(slots, np.int64)  # the token's place in the whole dialogue
         self.turn = np.zeros(slots, np.int64)
@@ -50,17 +50,19 @@ class Memory:
         self.last_logp = None              # log p(· | everything fed): scores the next turn's first token
 
     def bytes_per_slot(self, with_scores: bool) -> int:
-        """KV plus the mask byte; a scoring policy also stores a float32 score and an int32 turn."""
-        return self.shape.kv_bytes_per_token + 1 + (8 if with_scores else 0)
-
-    def _past(self):
-        return [(self.keys[i], self.values[i]) for i in range(self.shape.layers)]
+        """KV plus a token id (int16 would do for a vocabulary ≤ 65,536: 2 bytes); a scoring policy also stores
+        a float32 score and an int32 turn."""
+        return self.shape.kv_bytes_per_token + 2 + (8 if with_scores else 0)
 
     def _run(self, decoder: Decoder, ids: np.ndarray):
-        m = len(ids)
-        mask = np.concatenate([self.mask, np.ones((1, m), np.int64)], axis=1)
-        positions = np.arange(self.n, self.n + m, dtype=np.int64)[None]
-        logits, present = decoder.run(ids[None], mask, positions, self._past())
+        """The valid slots only (a copy of n rows per tensor): our LM smears each key with the slot before it,
+        and any decoder attends to n + m keys instead of B + m."""
+        n, m = self.n, len(ids)
+        past = [(np.ascontiguousarray(self.keys[i][:, :, :n]), np.ascontiguousarray(self.values[i][:, :, :n]))
+                for i in range(self.shape.layers)]
+        mask = np.ones((1, n + m), np.int64)
+        positions = np.arange(n, n + m, dtype=np.int64)[None]
+        logits, present = decoder.run(ids[None], mask, positions, past)
         return log_softmax(logits[0].astype(np.float64)), present
 
     def feed(self, decoder: Decoder, ids, turn: int, protected: bool = False) -> np.ndarray:
@@ -71,7 +73,7 @@ class Memory:
             raise ValueError(f"{m} tokens do not fit: {n} of {self.slots} slots used (evict first)")
         logp, present = self._run(decoder, ids)
         for i, (k, v) in enumerate(present):
-            self.keys[i][:, :, n:n + m], self.values[i][:, :, n:n + m] = k[:, :, self.slots:], v[:, :, self.slots:]
+            self.keys[i][:, :, n:n + m], self.values[i][:, :, n:n + m] = k[:, :, n:], v[:, :, n:]
         before = np.vstack([self.last_logp if self.last_logp is not None
                             else np.full(logp.shape[1], -math.log(logp.shape[1])), logp[:-1]])
         rows = np.arange(m)
@@ -82,7 +84,6 @@ class Memory:
         self.released[n:n + m] = np.concatenate([[raw.max()], raw[:-1]])
         self.ids[n:n + m], self.turn[n:n + m], self.protected[n:n + m] = ids, turn, protected
         self.index[n:n + m] = np.arange(self.fed, self.fed + m)
-        self.mask[0, n:n + m] = 1
         self.n += m
         self.fed += m
         self.last_logp = logp[-1]
@@ -104,7 +105,6 @@ class Memory:
         for name in self.PER_SLOT:
             arr = getattr(self, name)
             arr[:k] = arr[kept]
-        self.mask[0, k:] = 0
         evicted, self.n = self.n - k, k
         return evicted
 
@@ -137,7 +137,6 @@ class Memory:
         self.keys[:, :, :, :n], self.values[:, :, :, :n] = data["keys"], data["values"]
         for name in self.PER_SLOT:
             getattr(self, name)[:n] = data[name]
-        self.mask[0] = np.arange(self.slots) < n
         self.last_logp = data["last_logp"] if data["last_logp"].size else None
         return {k.removeprefix("extra."): v for k, v in data.items() if k.startswith("extra.")}
 
