@@ -290,21 +290,24 @@ class _Lowering:
         if not self.cal and worst.max() >= 2 ** 31:
             raise ValueError(f"{what}: a 32-bit accumulator could overflow (worst row {int(worst.max())})")
 
+    def matrix(self, op, W, fi, src, out, fo, code, what):
+        """out = act(W·src + b) with W [O, I] float over an input in Q(fi): int8 rows, int32 bias,
+        requantised to Q(fo), or to the table argument Q12 for tanh/sigmoid/gelu."""
+        wq, s = row_scales(W)
+        b = np.asarray(self.weights[op["bias"]], np.float64) if op.get("bias") else np.zeros(W.shape[0])
+        bq = np.round(b / (s * 2.0 ** -fi)).astype(np.int64)
+        self.check_acc(wq, bq, f"{what} {op['weight']}")
+        mul, sh = self.requant_table(s, fi, K.Q12 if code in TABLE_ACTS else fo)
+        self.emit(K.OP_DENSE, src, out, W.shape[1], W.shape[0], self.const("W8", wq), self.w32(bq), mul, sh, code,
+                  fo, summary=f"{what} {W.shape[0]}x{W.shape[1]} {op.get('act', 'identity')} Q{fi} -> Q{fo}")
+
     def _dense(self, op):
         code = self._act_code(op.get("act", "identity"))
         W = np.asarray(self.weights[op["weight"]], np.float64)
-        O, I = W.shape
         xin, fi = self.int_reg(op["in"])
         W, fi = self.fold_formats(W, fi)
-        out, fo = self._ireg(op["out"], O)
-        wq, s = row_scales(W)
-        b = np.asarray(self.weights[op["bias"]], np.float64) if op.get("bias") else np.zeros(O)
-        bq = np.round(b / (s * 2.0 ** -fi)).astype(np.int64)
-        self.check_acc(wq, bq, f"dense {op['weight']}")
-        target = K.Q12 if code in TABLE_ACTS else fo
-        mul, sh = self.requant_table(s, fi, target)
-        self.emit(K.OP_DENSE, xin, out, I, O, self.const("W8", wq), self.w32(bq), mul, sh, code, fo,
-                  summary=f"dense {O}x{I} {op.get('act', 'identity')} Q{fi} -> Q{fo}")
+        out, fo = self._ireg(op["out"], W.shape[0])
+        self.matrix(op, W, fi, xin, out, fo, code, "dense")
 
     def _conv(self, op):
         """A causal conv as a window of the last k inputs (state: the k − 1 before, in the input's
@@ -316,19 +319,13 @@ class _Lowering:
         if op.get("state_buf") is None and k > 1:
             raise ValueError(f"conv {op['weight']}: kernel {k} without a state buffer")
         out, fo = self._ireg(op["out"], O)
-        wq, s = row_scales(W)
-        b = np.asarray(self.weights[op["bias"]], np.float64) if op.get("bias") else np.zeros(O)
-        bq = np.round(b / (s * 2.0 ** -fi)).astype(np.int64)
-        self.check_acc(wq, bq, f"conv {op['weight']}")
         src = xin
         if op.get("state_buf") is not None:
             buf, _ = self.state(op["state_buf"], "q", forced=fi)
         if k > 1:
             src = self.scratch(I * k)
             self.emit(K.OP_WINDOW, xin, buf, src, I, k, summary=f"conv window {I}x{k}")
-        mul, sh = self.requant_table(s, fi, fo)
-        self.emit(K.OP_DENSE, src, out, I * k, O, self.const("W8", wq), self.w32(bq), mul, sh, K.ACT_IDENTITY, fo,
-                  summary=f"conv {O}x{I}x{k} Q{fi} -> Q{fo}")
+        self.matrix(op, W, fi, src, out, fo, K.ACT_IDENTITY, "conv")
 
     def _running_mean(self, op):
         n = self.reg_len[op["out"]]
