@@ -99,6 +99,7 @@ TRAINERS = {
     "dialogue-lm": "edge.models.dialogue_train",
     "har-watch": "edge.models.har_train",
     "anomaly": "edge.timeseries.anomaly_tune",
+    "ett-forecast": "edge.models.forecast_train",
 }
 
 
@@ -144,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "  edge eval har-watch                                   # shipped bundles -> docs/\n"
                               "  edge eval har-watch --bundles runs/har/*.onnx --out runs/har\n"
                               "  edge eval anomaly                 # injected + labelled anomalies -> docs/anomaly-results.md\n"
-                              "  edge eval anomaly --sets ett kdd --seeds 3 --out /tmp/anomaly\n",
+                              "  edge eval anomaly --sets ett kdd --seeds 3 --out /tmp/anomaly\n"
+                              "  edge eval ett-forecast            # 4 ETT sets x 2 settings -> docs/forecast-results.md\n"
+                              "  edge eval ett-forecast --forecast-bundles /tmp/ett --out /tmp/ett   # freshly trained\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     from .evaluate import add_arguments as eval_arguments
     eval_arguments(e)

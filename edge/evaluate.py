@@ -180,10 +180,11 @@ def bundle_estimator(bundle: str = "imu-attitude", engine: str = "auto"):
 
 def add_arguments(p) -> None:
     from . import peers
-    p.add_argument("task", choices=["imu-attitude", "har-watch", "anomaly"],
+    p.add_argument("task", choices=["imu-attitude", "har-watch", "anomaly", "ett-forecast"],
                    help="what to evaluate: imu-attitude (BROAD inclination error), har-watch (activity "
                         "classification, leave subjects out, early decision; writes docs/har-results.md) or anomaly "
-                        "(events on ETT, BROAD and KDD-TSAD; writes docs/anomaly-results.md)")
+                        "(events on ETT, BROAD and KDD-TSAD; writes docs/anomaly-results.md) or ett-forecast (the "
+                        "forecasting bundles on the 4 ETT test splits beside baselines; writes docs/forecast-results.md)")
     p.add_argument("--model", default=None, help="imu-attitude: our bundle, a path or a shipped name (default imu-attitude)")
     p.add_argument("--engine", choices=["auto", "numba", "onnxruntime"], default="auto")
     p.add_argument("--data", default=None, help="BROAD folder (default: ../shared/data/broad)")
@@ -199,6 +200,8 @@ def add_arguments(p) -> None:
     har_arguments(p)
     from .timeseries.anomaly_eval import add_arguments as anomaly_arguments
     anomaly_arguments(p)
+    from .timeseries.forecast_eval import add_arguments as forecast_arguments
+    forecast_arguments(p)
 
 
 def run(args) -> int:
@@ -212,6 +215,9 @@ def run(args) -> int:
     if args.task == "anomaly":
         from .timeseries.anomaly_eval import run as run_anomaly
         return run_anomaly(args)
+    if args.task == "ett-forecast":
+        from .timeseries.forecast_eval import run as run_forecast
+        return run_forecast(args)
 
     from . import peers
     from .recordings import broad_root

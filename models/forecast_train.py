@@ -29,18 +29,13 @@ from edge.bundle import BUNDLE_DIR
 from edge.export.bundle_export import export_bundle
 from edge.timeseries.ett import DATASETS, HORIZONS, SETTINGS, future, load_ett, scores
 from edge.timeseries.forecast_baselines import ridge_solve
+from edge.timeseries.forecast_eval import bundle_name
 
 from .heads import ForecastHead
 from .lmu import LMU, LegendreMemory
 from .stack import Stack
 
 MAX_HORIZON = 720
-
-
-def bundle_name(dataset: str, setting: str) -> str:
-    """ett-forecast (ETTh1, all channels), ett-forecast-ot (ETTh1, OT only), ett-forecast-ettm2, ..."""
-    parts = ["ett-forecast"] + ([dataset.lower()] if dataset != "ETTh1" else []) + (["ot"] if setting == "univariate" else [])
-    return "-".join(parts)
 
 
 def legendre_features(z: np.ndarray, memory: LegendreMemory) -> np.ndarray:
@@ -112,18 +107,24 @@ def validation_scores(features, z, w, data) -> dict:
     return out
 
 
+def fit_forecaster(z, origins, mean, std, order: int, theta: float, rank: int, ridge: float,
+                   horizon: int = MAX_HORIZON):
+    """Fit the readout on `origins` of the normalised series z [N, C] and build the streaming model;
+    returns (model, features, W) with W the rank-k readout [d, horizon]."""
+    memory = LegendreMemory(z.shape[1], order, theta)
+    features = legendre_features(z, memory)
+    p, q = low_rank(fit_readout(features, z, origins, horizon, ridge), rank)
+    return build_model(memory, p, q, mean, std), features, p @ q
+
+
 def train_one(dataset, setting, args, root=None):
     start = time.time()
     data = load_ett(dataset, setting, root)
     z = data.z
-    memory = LegendreMemory(len(data.channels), args.order, args.theta)
-    features = legendre_features(z, memory)
     origins = data.origins("train", MAX_HORIZON)
     origins = origins[origins >= 2 * args.theta]   # the memory has seen two windows
-    w = fit_readout(features, z, origins, MAX_HORIZON, args.ridge)
-    p, q = low_rank(w, args.rank)
-    model = build_model(memory, p, q, data.mean, data.std)
-    val = validation_scores(features, z, p @ q, data)
+    model, features, w = fit_forecaster(z, origins, data.mean, data.std, args.order, args.theta, args.rank, args.ridge)
+    val = validation_scores(features, z, w, data)
     name = bundle_name(dataset, setting)
     out = Path(args.out) / f"{name}.onnx"
     hours = 0.25 if dataset.startswith("ETTm") else 1.0
