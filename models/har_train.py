@@ -65,8 +65,8 @@ def crops(data: Recordings, norm: dict, rng, batch: int, length: int, rotate_deg
     xs, ys = [], []
     for i in rng.integers(0, len(data), size=batch):
         x = augment(data.x[i], rng, rotate_deg, speed)
-        if len(x) < length:  # BasicMotions-length series: tile (repeating the activity) to the crop
-            x = np.concatenate([x] * -(-length // len(x)))
+        if len(x) < length:  # sped up to fewer samples than the crop: stretched back (nearest sample)
+            x = x[np.linspace(0, len(x) - 1, length).round().astype(int)]
         s = 0 if rng.random() < 0.25 else rng.integers(0, len(x) - length + 1)
         xs.append((x[s:s + length] - mean) / std)
         ys.append(data.y[i])
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     norm = normalisation(train_set)
     model = build_model(args.model, len(train_set.channels), len(train_set.classes), args.dim, args.order, args.theta)
     print(f"{args.model}: {count_parameters(model):,} parameters")
-    crop = min(args.crop, 4 * min(len(x) for x in train_set.x))
+    crop = min(args.crop, min(len(x) for x in train_set.x))
     with fused_lif(model):  # spiking: the LIF loops in TorchScript (a no-op for the LMUFormer)
         run = train(model, train_set, norm, epochs=args.epochs, steps=args.steps_per_epoch, batch=args.batch,
                     length=crop, lr=args.lr, rotate_deg=args.rotate, speed=args.speed, seed=args.seed,

@@ -393,21 +393,20 @@ class _Builder:
         self._emit(K.OP_GLU, self.reg_row[src], row, n, int(exact))
         self._finish(dst, row, temp)
 
-    def _op_l2norm(self, op, exact):
+    def _vector_op(self, op, code):
+        """An op over one whole register (in, out, n) whose kernel may write in place (out == in)."""
         src = self._reg(op, "in")
         n = self.reg_len[src]
         dst = self._reg(op, "out", n)
         row, temp = self._out_row(dst, [src], same_ok=True)
-        self._emit(K.OP_L2NORM, self.reg_row[src], row, n)
+        self._emit(code, self.reg_row[src], row, n)
         self._finish(dst, row, temp)
 
+    def _op_l2norm(self, op, exact):
+        self._vector_op(op, K.OP_L2NORM)
+
     def _op_softmax(self, op, exact):
-        src = self._reg(op, "in")
-        n = self.reg_len[src]
-        dst = self._reg(op, "out", n)
-        row, temp = self._out_row(dst, [src], same_ok=True)
-        self._emit(K.OP_SOFTMAX, self.reg_row[src], row, n)
-        self._finish(dst, row, temp)
+        self._vector_op(op, K.OP_SOFTMAX)
 
     def _op_lstm(self, op, exact):
         src = self._reg(op, "in")
