@@ -24,7 +24,7 @@ import numpy as np
 
 from . import intarith_kernels as K
 
-INT_OPS = ("dense", "affine", "act", "add", "concat", "conv", "lstm", "lmu_memory", "lif", "running_mean", "softmax",
+INT_OPS = ("dense", "affine", "act", "add", "concat", "conv", "lstm", "gru", "lmu_memory", "lif", "running_mean", "softmax",
            "attitude_filter", "tilt_correct")
 ACTS = {"identity": K.ACT_IDENTITY, "relu": K.ACT_RELU, "tanh": K.ACT_TANH, "sigmoid": K.ACT_SIGMOID,
         "gelu": K.ACT_GELU}
@@ -374,6 +374,22 @@ class _Lowering:
         tmp = self.scratch(4 * H)
         self.emit(K.OP_LSTM, xin, out, I, H, self.const("W8", wq), self.w32(bq), mx, sx, mh, shh, h, c, fc,
                   self.slim(), tmp, summary=f"lstm H={H} I={I} Q{fi}, h Q15, c Q{fc}")
+
+    def _gru(self, op):
+        w_ih = np.asarray(self.weights[op["w_ih"]], np.float64)
+        w_hh = np.asarray(self.weights[op["w_hh"]], np.float64)
+        H3, I = w_ih.shape
+        H = H3 // 3
+        xin, fi = self.uniform_reg(op["in"])
+        h, _ = self.state(op["state_h"], "q", forced=K.Q15)
+        parts = []
+        for w, b, f in ((w_ih, op["b_ih"], fi), (w_hh, op["b_hh"], K.Q15)):
+            wq, s = row_scales(w)
+            bq = np.round(np.asarray(self.weights[b], np.float64) / (s * 2.0 ** -f)).astype(np.int64)
+            self.check_acc(wq, bq, f"gru {b}")
+            parts += [self.const("W8", wq), self.w32(bq), *self.requant_table(s, f, K.Q12)]
+        out, _ = self._ireg(op["out"], H, forced=K.Q15)
+        self.emit(K.OP_GRU, xin, out, I, H, *parts, h, self.scratch(6 * H), summary=f"gru H={H} I={I} Q{fi}, h Q15")
 
     def _lmu_memory(self, op):
         A = np.asarray(self.weights[op["a"]], np.float64)

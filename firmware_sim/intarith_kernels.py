@@ -33,7 +33,7 @@ from edge.engine.kernels import (_EPS12, _EPS24, _HALF, _ONE, _TWO, _ZERO, F32, 
 # record: opcode + up to 15 int64 fields (offsets into the typed arrays, sizes, formats)
 REC = 16
 OP_QUANT, OP_DEQUANT, OP_DENSE, OP_AFFINE, OP_ACT, OP_ADD, OP_SHIFT, OP_LSTM, OP_LMUMEM, OP_LIF, \
-    OP_ATTITUDE, OP_TILT, OP_WINDOW, OP_RMEAN, OP_SOFTMAX = range(1, 16)
+    OP_ATTITUDE, OP_TILT, OP_WINDOW, OP_RMEAN, OP_SOFTMAX, OP_GRU = range(1, 17)
 ACT_IDENTITY, ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_GELU = 0, 1, 2, 3, 4
 LUT_N = 513                         # entries per table: [-8, 8] in steps of 1/32
 LUT_TANH, LUT_SIGMOID, LUT_PHI, LUT_EXP = 0, LUT_N, 2 * LUT_N, 3 * LUT_N  # offsets in the int16 weights
@@ -167,6 +167,28 @@ def lstm(wsi, si, W8, W16, W32, xin, out, I, H, w, b, mx, sx, mh, sh, h, c, fc, 
         cn = sat(shr(fg * si[c + j], Q15) + shr(ig * gg, 2 * Q15 - fc), slim)
         si[c + j] = cn
         hn = sat(shr(og * lut(W16, LUT_TANH, shr(cn, fc - Q12)), Q15), 32767)
+        si[h + j] = hn
+        wsi[out + j] = hn
+
+
+@njit(cache=True)
+def gru(wsi, si, W8, W16, W32, xin, out, I, H, wx, bx, mx, sx, wh, bh, mh, shh, h, tmp):
+    """torch GRU cell (gates r, z, n): W_ih x + b_ih and W_hh h + b_hh (int8 rows, h Q15), each
+    requantised to Q12; n = tanh(gi_n + r·gh_n); h = (1 − z)·n + z·h in Q15."""
+    for o in range(3 * H):
+        ax = np.int64(W32[bx + o])
+        for i in range(I):
+            ax += np.int64(W8[wx + o * I + i]) * wsi[xin + i]
+        ah = np.int64(W32[bh + o])
+        for j in range(H):
+            ah += np.int64(W8[wh + o * H + j]) * si[h + j]
+        wsi[tmp + o] = requant(ax, np.int64(W32[mx + o]), W32[sx + o])
+        wsi[tmp + 3 * H + o] = requant(ah, np.int64(W32[mh + o]), W32[shh + o])
+    for j in range(H):
+        r = lut(W16, LUT_SIGMOID, np.int64(wsi[tmp + j]) + wsi[tmp + 3 * H + j])
+        z = lut(W16, LUT_SIGMOID, np.int64(wsi[tmp + H + j]) + wsi[tmp + 4 * H + j])
+        n = lut(W16, LUT_TANH, wsi[tmp + 2 * H + j] + shr(r * wsi[tmp + 5 * H + j], Q15))
+        hn = sat(shr((32768 - z) * n + z * si[h + j], Q15), 32767)
         si[h + j] = hn
         wsi[out + j] = hn
 
@@ -446,6 +468,9 @@ def step_ops(rec, W8, W16, W32, WF, wsi, wsf, si, sf, qmax):
             rmean(wsi, si, r[1], r[2], r[3], r[4], r[5], r[6], r[7], qmax)
         elif code == OP_SOFTMAX:
             softmax(wsi, W16, r[1], r[2], r[3], r[4])
+        elif code == OP_GRU:
+            gru(wsi, si, W8, W16, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
+                r[13], r[14])
 
 
 @njit(cache=True)

@@ -1,6 +1,6 @@
 """The integer reference and its C on the LMUFormer ops (conv windows, gelu, LMU memory, running
-mean, softmax) and on the spiking LMUFormer (LIF), with tiny untrained zoo models exported as
-bundles; and `edge fit`'s measured spike rates against spikes counted in torch."""
+mean, softmax), on the spiking LMUFormer (LIF) and on a GRU, with tiny untrained zoo models
+exported as bundles; and `edge fit`'s measured spike rates against spikes counted in torch."""
 import numpy as np
 import pytest
 
@@ -26,13 +26,19 @@ def signal(T, seed):
 
 def exported(kind, folder):
     torch.manual_seed(0)
-    model = build_model(kind, channels=6, classes=4, dim=8, order=8, theta=32.0).eval()
-    model.layers[-1].probabilities = True
-    export_bundle(model, folder / "m.onnx", input_size=6, task="classification", parity_steps=200)
+    if kind == "gru":
+        from edge.models.heads import ForecastHead
+        from edge.models.recurrent import GRU
+        from edge.models.stack import Stack
+        model, task = Stack(GRU(6, 16), ForecastHead(16, horizon=2, channels=6)).eval(), "forecast"
+    else:
+        model, task = build_model(kind, channels=6, classes=4, dim=8, order=8, theta=32.0).eval(), "classification"
+        model.layers[-1].probabilities = True
+    export_bundle(model, folder / "m.onnx", input_size=6, task=task, parity_steps=200)
     return kind, model, read_bundle(folder / "m.onnx")
 
 
-@pytest.fixture(scope="module", params=["lmuformer", "spiking"])
+@pytest.fixture(scope="module", params=["lmuformer", "spiking", "gru"])
 def zoo(request, tmp_path_factory):
     return exported(request.param, tmp_path_factory.mktemp(request.param))
 
@@ -44,6 +50,9 @@ def test_integer_step_follows_the_float_step(zoo):
     f = load(b.path, engine="numba")
     yf = f.block(x[2000:, None, :], f.init_state(1))[:, 0]
     yi = ex.block(x[2000:, None, :], ex.init_state(1))[:, 0]
+    if kind == "gru":
+        assert np.abs(yi - yf).max() < 0.02 * np.abs(yf).max()
+        return
     assert np.abs(yi.sum(1) - 1).max() < 2e-3            # still probabilities (Q15 rounding)
     if kind == "lmuformer":
         assert np.abs(yi - yf).max() < 0.02

@@ -116,6 +116,25 @@ void edge_lstm(int32_t *wsi, int32_t *si, const int8_t *W8, const int16_t *W16, 
     }
 }
 
+void edge_gru(int32_t *wsi, int32_t *si, const int8_t *W8, const int16_t *W16, const int32_t *W32, int xin,
+              int out, int I, int H, int wx, int bx, int mx, int sx, int wh, int bh, int mh, int shh, int h, int tmp) {
+    for (int o = 0; o < 3 * H; o++) {
+        int32_t ax = W32[bx + o], ah = W32[bh + o];
+        for (int i = 0; i < I; i++) ax += (int32_t)W8[wx + o * I + i] * wsi[xin + i];
+        for (int j = 0; j < H; j++) ah += (int32_t)W8[wh + o * H + j] * si[h + j];
+        wsi[tmp + o] = (int32_t)requant(ax, W32[mx + o], W32[sx + o]);
+        wsi[tmp + 3 * H + o] = (int32_t)requant(ah, W32[mh + o], W32[shh + o]);
+    }
+    for (int j = 0; j < H; j++) {
+        i64 r = lut(W16, EDGE_LUT_SIGMOID, (i64)wsi[tmp + j] + wsi[tmp + 3 * H + j]);
+        i64 z = lut(W16, EDGE_LUT_SIGMOID, (i64)wsi[tmp + H + j] + wsi[tmp + 4 * H + j]);
+        i64 n = lut(W16, EDGE_LUT_TANH, wsi[tmp + 2 * H + j] + shr(r * wsi[tmp + 5 * H + j], 15));
+        i64 hn = sat(shr((32768 - z) * n + z * si[h + j], 15), 32767);
+        si[h + j] = (int32_t)hn;
+        wsi[out + j] = (int32_t)hn;
+    }
+}
+
 void edge_lmumem(int32_t *wsi, int32_t *si, const int16_t *W16, int u, int out, int ch, int d, int a, int fa,
                  int bb, int s_in, int m, int32_t slim, int s_out, int tmp, int32_t qmax) {
     for (int k = 0; k < ch; k++) {

@@ -24,6 +24,8 @@ void edge_shift(int32_t *wsi, int src, int dst, int n, int s, int32_t qmax);
 void edge_lstm(int32_t *wsi, int32_t *si, const int8_t *W8, const int16_t *W16, const int32_t *W32, int xin,
                int out, int I, int H, int w, int b, int mx, int sx, int mh, int shh, int h, int c, int fc,
                int32_t slim, int tmp);
+void edge_gru(int32_t *wsi, int32_t *si, const int8_t *W8, const int16_t *W16, const int32_t *W32, int xin,
+              int out, int I, int H, int wx, int bx, int mx, int sx, int wh, int bh, int mh, int shh, int h, int tmp);
 void edge_lmumem(int32_t *wsi, int32_t *si, const int16_t *W16, int u, int out, int ch, int d, int a, int fa,
                  int bb, int s_in, int m, int32_t slim, int s_out, int tmp, int32_t qmax);
 void edge_lif(int32_t *wsi, int32_t *si, const int32_t *W32, int xin, int out, int n, int v, int k, int thr,
