@@ -67,6 +67,16 @@ class Plan:
     ops: list                       # (kind, summary) per record, for the C emitter and docs
 
 
+def check_program(program: dict) -> None:
+    """Refuse, naming it, the first op or activation without an integer kernel."""
+    for i, op in enumerate(program["ops"]):
+        if op["op"] not in INT_OPS:
+            raise UnsupportedInt(f"op {i} ({op['op']}) has no integer kernel (integer ops: {', '.join(INT_OPS)})")
+        if op.get("act", "identity") not in ACTS:
+            raise UnsupportedInt(f"op {i} ({op['op']}): activation {op['act']!r} has no integer kernel "
+                                 f"(have: {', '.join(ACTS)})")
+
+
 def multiplier(r: float) -> tuple[int, int]:
     """r ≈ M·2^-S with M ∈ [2^14, 2^15); (0, 1) for r too small to matter."""
     if r <= 0 or r < 2.0 ** -45:
@@ -115,11 +125,9 @@ class _Lowering:
         self.state_shape = {s["name"]: s["shape"] for s in meta["state"]}
         self.state_init = {s["name"]: s.get("init", 0.0) for s in meta["state"]}
         x = self._freg("x", self.reg_len["x"])
-        for i, op in enumerate(program["ops"]):
-            kind = op["op"]
-            if kind not in INT_OPS:
-                raise UnsupportedInt(f"op {i} ({kind}) has no integer kernel (integer ops: {', '.join(INT_OPS)})")
-            getattr(self, "_" + kind)(op)
+        check_program(program)
+        for op in program["ops"]:
+            getattr(self, "_" + op["op"])(op)
         y = self.float_reg(program["output"])
         self.x_off, self.y_off = x, y
 
@@ -533,11 +541,15 @@ def load_int8(bundle_or_name, recording=None, state_bits: int = 32, a_bits: int 
     """An edge.runtime.Model that runs the bundle in integers (calibrated on ``recording``, or on
     the default calibration data of calibration_inputs, or on ``fallback``)."""
     from edge.bundle import BundleError, read_bundle
-    from edge.runtime import Model
+    from edge.recordings import RecordingError
+    from edge.runtime import InputError, Model
     bundle = read_bundle(bundle_or_name)
     try:
+        check_program(bundle.meta["program"])
         x = calibration_inputs(bundle, recording, fallback=fallback)
         plan = calibrate(bundle.meta, bundle.weights, normalised(bundle.meta, x), state_bits, a_bits)
+    except (RecordingError, InputError):  # the calibration file's own problem: its line says so
+        raise
     except ValueError as e:  # UnsupportedInt, formats that do not fit, no calibration data
         raise BundleError(bundle.path, f"cannot run in integers: {e}") from None
     return Model(bundle, IntExecutor(plan), f"int8: integer reference, {len(plan.ops)} ops, calibrated")

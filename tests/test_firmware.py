@@ -110,6 +110,29 @@ def test_fit_cli_refuses_garbage(tmp_path):
 
 
 # ---- integer reference -------------------------------------------------------------------------
+@pytest.mark.parametrize("args, says", [
+    ([str(ROOT / "bench" / "bundles" / "s4d.onnx")], "op 1 (s4d) has no integer kernel"),
+    ([str(LMU)], "give a calibration recording"),
+    ([str(LMU), "--calibrate", str(ROOT / "examples" / "imu-demo.csv")], "missing column(s): x0, x1"),
+])
+def test_export_c_refuses_with_one_line(args, says, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "export-c", *args, "-o", str(tmp_path / "c")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_replay_arith_int8_scores_the_demo_recording():
+    import json
+    runs = {}
+    for arith in ("fp32", "int8"):
+        r = subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(ROOT / "examples" / "imu-demo.csv"),
+                            "--arith", arith, "--json"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        runs[arith] = json.loads(r.stdout)
+    assert runs["int8"]["engine"] == "int8"
+    assert abs(runs["int8"]["inclination_rmse_deg"] - runs["fp32"]["inclination_rmse_deg"]) <= 0.1
+
 def test_activation_tables_are_within_1p3e4():
     W16 = K.lut_tables()
     x = np.arange(-32768, 32768, 7)           # Q12 arguments over [-8, 8)
