@@ -95,7 +95,8 @@ def test_eval_anomaly_writes_the_results_table(tmp_path):
     assert rc == 0, stderr
     text = (tmp_path / "anomaly-results.md").read_text()
     res = json.loads((tmp_path / "r.json").read_text())
-    r = res["ett"]
+    r = res["sections"][0]["result"]
+    assert res["sections"][0]["residuals"] == "the built-in AR forecaster"
     for kind, n in r["labels"].items():
         recall = r["recall_by_kind"][kind]
         assert f"| {kind} | {n} | {r['detected'][kind]} | {100 * recall:.1f} % |" in text

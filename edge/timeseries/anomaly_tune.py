@@ -37,6 +37,8 @@ DESCRIPTIONS = {
     "ettm": "ETT 15-minute (ETTm1/ETTm2 columns HUFL..OT), residuals of the built-in AR forecaster",
     "imu": "6-axis IMU at 285.7 Hz (acc m/s², gyr rad/s; BROAD), residuals of the built-in AR forecaster",
 }
+DEV_SPLITS = {"ett": "validation months (Informer borders)", "ettm": "validation months (Informer borders)",
+              "imu": "the 19 BROAD training trials"}
 DEV_SEEDS = {"ett": (100, 101, 102), "ettm": (100, 101, 102), "imu": (100,)}   # not the eval's seeds
 
 
@@ -62,7 +64,7 @@ def tune(target: str, root=None, progress: bool = True) -> dict:
     detector = {k: v for k, v in asdict(cfg).items() if k != "name"}
     return {"name": cfg.name, "description": DESCRIPTIONS[target],
             "channels": list(dev[0].channels), "detector": detector,
-            "dev": {"data": TARGETS[target][0], "split": "dev (ETT validation months; BROAD training trials)",
+            "dev": {"data": TARGETS[target][0], "split": DEV_SPLITS[target],
                     "seeds": list(DEV_SEEDS[target]),
                     **{k: r[k] for k in ("precision", "recall", "f1", "recall_by_kind", "median_delay",
                                          "clean_false_per_hour")}},
