@@ -140,6 +140,8 @@ examples:
 
 def add_subparser(sub) -> None:
     import argparse
+
+    from edge.argtypes import integer
     p = sub.add_parser("export-c", help="write the integer step as C99 firmware (model.c/model.h + harnesses)",
                        description="Lower a bundle to the integer reference (int8 weights, Q-format registers, "
                                    "fixed-point state) and write it as a self-contained C99 step with a host harness "
@@ -153,7 +155,7 @@ def add_subparser(sub) -> None:
     p.add_argument("--state-bits", type=int, default=32, choices=[16, 24, 32], help="bits of each fixed-point state word")
     p.add_argument("--build", action="store_true", help="also cross-compile for Cortex-M4 and report flash/RAM")
     p.add_argument("--qemu", metavar="FILE", help="also run this recording under qemu-system-arm: instructions per step")
-    p.add_argument("--steps", type=int, default=2000, help="samples of --qemu's recording to run (default 2000)")
+    p.add_argument("--steps", type=integer(1), default=2000, help="samples of --qemu's recording to run (default 2000)")
     p.set_defaults(func=run)
 
 

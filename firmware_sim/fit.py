@@ -261,6 +261,8 @@ examples:
 
 def add_subparser(sub) -> None:
     import argparse
+
+    from edge.argtypes import positive_float
     p = sub.add_parser("fit", help="does a bundle fit a device: memory, µs per step, rate, streams, energy",
                        description="Budget of one bundle on one device profile (firmware_sim/profiles.toml): "
                                    "parameter bytes (fp32, int8), state bytes per stream, scratch, MACs per step from "
@@ -270,7 +272,8 @@ def add_subparser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", nargs="?", help="an .onnx bundle or a shipped bundle's name")
     p.add_argument("--device", metavar="NAME", help="a profile name (see --list)")
-    p.add_argument("--rate", type=float, metavar="HZ", help="sample rate (default: the bundle's own, if it has one)")
+    p.add_argument("--rate", type=positive_float, metavar="HZ",
+                   help="sample rate (default: the bundle's own, if it has one)")
     p.add_argument("--arith", choices=ARITHS, default="int8", help="arithmetic on the device (default int8)")
     p.add_argument("--recording", metavar="FILE", help="recording for measured spike rates (spiking bundles)")
     p.add_argument("--profiles", default=str(PROFILES), metavar="TOML", help="profiles file (default: the shipped one)")
@@ -305,9 +308,6 @@ def run(args) -> int:
         return 2
     if args.device not in profiles["devices"]:
         print(f"edge fit: no device profile {args.device!r} (have: {', '.join(profiles['devices'])})", file=sys.stderr)
-        return 2
-    if args.rate is not None and not (math.isfinite(args.rate) and args.rate > 0):
-        print(f"edge fit: --rate must be a positive number of Hz, got {args.rate}", file=sys.stderr)
         return 2
     from edge.bundle import read_bundle
     b = read_bundle(args.bundle)
