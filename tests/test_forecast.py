@@ -267,3 +267,23 @@ def test_garbage_rows_in_a_replayed_stream_are_not_scored(tiny):
     assert len(sq) == (len(z) - 1) * 2 - 5
     assert h1["mse"] == pytest.approx(np.mean(sq), rel=1e-9)
     assert h1["origins"] == len(sq) // 2
+
+
+# ------------------------------------------------------------------------------------------ shipped
+
+@pytest.mark.parametrize("name, dataset, channels", [("ett-forecast", "ETTh1.csv", CHANNELS), ("ett-forecast-ot", "ETTh1.csv", ("OT",)),
+                                                     ("ett-forecast-ettm2", "ETTm2.csv.gz", CHANNELS)])
+def test_shipped_bundle_states_its_layout_and_train_statistics(name, dataset, channels):
+    from edge.bundle import read_bundle
+    root = _ett_or_skip()
+    meta = read_bundle(name).meta
+    assert meta["task"] == "forecast" and meta["model"]["config"]["horizon"] == 720
+    assert [c["name"] for c in meta["inputs"]] == list(channels)
+    names = [o["name"] for o in meta["outputs"]]
+    assert len(names) == 720 * len(channels) and names[len(channels) - 1] == "OT+1" and names[-1] == "OT+720"
+    _, values = read_ett(root / dataset)
+    rows = 8640 * (4 if "ettm" in name else 1)
+    train = values[:rows, [CHANNELS.index(c) for c in channels]]
+    np.testing.assert_allclose(meta["normalisation"]["mean"], train.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(meta["normalisation"]["std"], train.std(0), rtol=1e-9)
+    assert meta["parity"]["numba_max_abs"] < 1e-3 and meta["parity"]["onnxruntime_max_abs"] < 1e-3
