@@ -174,10 +174,15 @@ def _tiny_bundle(tmp_path, watch, kind, name):
     return model, norm, path
 
 
-def test_streaming_probabilities_equal_the_parallel_forward(tmp_path, watch):
+@pytest.fixture(scope="module")
+def tiny_har(tmp_path_factory, watch):
+    return _tiny_bundle(tmp_path_factory.mktemp("har"), watch, "lmuformer", "tiny-har")
+
+
+def test_streaming_probabilities_equal_the_parallel_forward(tiny_har, watch):
     """A real watch recording through the bundle (both engines, one sample at a time, the runtime's
     own normalisation) against the torch model's parallel forward over the whole recording."""
-    model, norm, path = _tiny_bundle(tmp_path, watch, "lmuformer", "tiny-har")
+    model, norm, path = tiny_har
     x = watch.x[11]
     with torch.no_grad():
         ref = model(((torch.from_numpy(x) - torch.tensor(norm["mean"])) / torch.tensor(norm["std"]))[None])[0][0].numpy()
@@ -193,6 +198,25 @@ def test_streaming_probabilities_equal_the_parallel_forward(tmp_path, watch):
     assert [(c["name"], c["unit"]) for c in meta["inputs"]] == [
         ("acc_x", "m/s^2"), ("acc_y", "m/s^2"), ("acc_z", "m/s^2"), ("gyr_x", "rad/s"), ("gyr_y", "rad/s"),
         ("gyr_z", "rad/s")]
+
+
+def test_eval_scores_the_held_out_subjects_as_torch_would(tiny_har, watch, tmp_path):
+    """`edge eval har-watch` on the tiny bundle: its held-out subjects (1, 6) only, and each
+    full-length decision equal to the torch model's over the whole recording."""
+    model, norm, path = tiny_har
+    held = np.flatnonzero(np.isin(watch.subject, [1, 6]))
+    with torch.no_grad():
+        expected = [int(model(((torch.from_numpy(watch.x[i]) - torch.tensor(norm["mean"]))
+                               / torch.tensor(norm["std"]))[None])[0][0, -1].argmax()) for i in held]
+    r = score_bundle(path, watch)
+    assert r["index"].tolist() == held.tolist() and r["pred"].tolist() == expected
+    assert r["accuracy"] == np.mean(np.array(expected) == watch.y[held]) and r["curve"][-1] == r["accuracy"]
+    out = subprocess.run([sys.executable, "-m", "edge.cli", "eval", "har-watch", "--bundles", str(path),
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = (tmp_path / "har-results.md").read_text()
+    assert f"| 1, 6 | 28 | **{100 * r['accuracy']:.1f} %** |" in report
+    assert (tmp_path / "har-early-decision.png").stat().st_size > 10_000
 
 
 def test_spiking_bundle_spike_counts_equal_torch(tmp_path, watch):

@@ -143,25 +143,26 @@ def confusion(y, pred, classes: int) -> np.ndarray:
     return m
 
 
-def plot_curves(curves: dict, path, title: str, reference: float | None = BURNS_2018) -> None:
-    """Accuracy vs fraction of the recording seen, one line per model (matplotlib Figure, Agg)."""
+def plot_curves(panels: dict, path, reference: float | None = BURNS_2018) -> None:
+    """Accuracy vs fraction of the recording seen: one panel per data set ({title: {label: curve}}),
+    one line per model; the published full-length reference on the watch panel (Figure, Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 4.2))
+    fig = Figure(figsize=(6 * len(panels), 4.2))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for label, curve in curves.items():
-        ax.plot(np.array(FRACTIONS) * 100, np.asarray(curve) * 100, marker="o", ms=3, label=label)
-    if reference is not None:
-        ax.axhline(reference * 100, color="grey", ls="--", lw=1,
-                   label=f"Burns et al. 2018, unseen subjects, full length ({reference:.1%})")
-    ax.set_xlabel("fraction of the recording seen (%)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_xlim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    for ax, (title, curves) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items()):
+        for label, curve in curves.items():
+            ax.plot(np.array(FRACTIONS) * 100, np.asarray(curve) * 100, marker="o", ms=3, label=label)
+        if reference is not None and title.startswith("watch"):
+            ax.axhline(reference * 100, color="grey", ls="--", lw=1,
+                       label=f"Burns et al. 2018, unseen subjects, full length ({reference:.1%})")
+        ax.set_xlabel("fraction of the recording seen (%)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_xlim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.set_title(title)
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -269,8 +270,10 @@ def run(args) -> int:
             p["curve"] if p else rows[0]["curve"]
         if p:
             print(f"{kind}: grouped {p['folds']}-fold accuracy {p['accuracy']:.3f} over {p['recordings']} recordings")
-    curves.update({f"BasicMotions {r['model']}": r["curve"] for r in basic})
-    plot_curves(curves, out / "har-early-decision.png", "Early decision: accuracy vs fraction of the recording seen")
+    panels = {"watch: held-out subjects": curves} if curves else {}
+    if basic:
+        panels["BasicMotions: test split"] = {r["model"]: r["curve"] for r in basic}
+    plot_curves(panels, out / "har-early-decision.png")
     command = "edge eval har-watch" + ("" if args.bundles is None else " --bundles " + " ".join(map(str, args.bundles)))
     (out / "har-results.md").write_text(report(watch, basic, "har-early-decision.png", command))
     print(f"wrote {out / 'har-results.md'} and {out / 'har-early-decision.png'}")
