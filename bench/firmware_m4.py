@@ -2,10 +2,10 @@
 instructions per step (-icount), bit-exactness against the Python integer reference, and
 `edge fit`'s Cortex-M4F estimate beside the measured count.
 
-    python bench/firmware_m4.py          # ~1 min: imu-attitude, bench-lmu, har-watch
+    python bench/firmware_m4.py          # ~1.5 min: imu-attitude, bench-lmu, har-watch, ett-forecast
 
 The Cortex-M4F profile's cycles_per_mac and cycles_per_op are solved from the first two rows
-(firmware_sim/profiles.toml); har-watch is out of that sample.
+(firmware_sim/profiles.toml); har-watch and ett-forecast are out of that sample.
 """
 import tempfile
 from pathlib import Path
@@ -37,6 +37,10 @@ def cases():
     train, test = np.concatenate(data.subset(np.flatnonzero(~held)).x), np.concatenate(data.subset(np.flatnonzero(held)).x)
     model = load_int8("har-watch", recording=train[::3])
     yield "har-watch", har, model.executor, normalised(har.meta, test[:1000])
+    from edge.timeseries.ett import load_ett
+    ett = load_ett("ETTh1", "multivariate")
+    model = load_int8("ett-forecast", recording=ett.values[slice(*ett.borders["train"])].astype(np.float32))
+    yield "ett-forecast", model.bundle, model.executor, normalised(model.meta, ett.values[8640:8840].astype(np.float32))
 
 
 def main():
@@ -45,7 +49,7 @@ def main():
         raise SystemExit(f"bench/firmware_m4.py: {missing}")
     p = load_profiles()
     m4 = p["devices"]["cortex-m4f"]
-    print("bundle         flash B  (weights)   RAM B  (step stack)  instr/step  fit cycles  fit/QEMU  bit-exact")
+    print("bundle         flash B  (weights)    RAM B  (step stack)  instr/step  fit cycles  fit/QEMU  bit-exact")
     for name, bundle, ex, x in cases():
         with tempfile.TemporaryDirectory() as d:
             export_c(ex.plan, d, name)
@@ -55,7 +59,7 @@ def main():
         exact = np.array_equal(q["y"].view(np.uint32), ref.view(np.uint32))
         est = budget(bundle_counts(bundle), m4, p["energy"])["cycles"]
         ram = s["data"] + s["bss"] + s["step_stack"]
-        print(f"{name:<13} {s['flash']:>8,}  ({s['weights']:>7,})  {ram:>6,}  ({s['step_stack']:>6,})  "
+        print(f"{name:<13} {s['flash']:>8,}  ({s['weights']:>7,})  {ram:>7,}  ({s['step_stack']:>6,})  "
               f"{q['instructions_per_step']:>10,.0f}  {est:>10,.0f}  {est / q['instructions_per_step']:>8.2f}  "
               f"{'yes' if exact else 'NO'} ({len(x)} steps)")
     print("RAM = .data + .bss (harness buffers and one model_state_t) + model_step's stack frame (-fstack-usage); "
