@@ -172,16 +172,14 @@ def shipped_bundles() -> list:
     return sorted(BUNDLE_DIR.glob("*.onnx"))
 
 
-def measured_spike_rates(bundle, x) -> dict:
-    """{LIF op index: spikes per neuron per step} of the float step on raw inputs x [T, C] (or a
-    recording file): the bundle's program run with its LIF outputs as the output (the probe of
-    edge.timeseries.har_eval), on the Numba engine."""
+def measured_spike_rates(bundle, x=None) -> dict:
+    """{LIF op index: spikes per neuron per step} of the float step on raw inputs x [T, C], a
+    recording file, or (None) the recordings the bundle was trained on: the bundle's program run
+    with its LIF outputs as the output (the probe of edge.timeseries.har_eval), on Numba."""
     import numpy as np
     from edge.engine.numba_engine import NumbaExecutor
     from edge.timeseries.har_eval import spike_probe
     from .intarith import calibration_inputs, normalised
-    if x is None:
-        raise ValueError("a spiking bundle: its accumulates come from measured spike rates (give --recording)")
     x = normalised(bundle.meta, calibration_inputs(bundle, x, samples=10 ** 9))
     probe = NumbaExecutor(spike_probe(bundle.meta), bundle.weights, bundle.meta["state"])
     spikes = probe.block(x[:, None, :], probe.init_state(1))[:, 0]       # [T, all LIF neurons]
@@ -275,7 +273,8 @@ def add_subparser(sub) -> None:
     p.add_argument("--rate", type=positive_float, metavar="HZ",
                    help="sample rate (default: the bundle's own, if it has one)")
     p.add_argument("--arith", choices=ARITHS, default="int8", help="arithmetic on the device (default int8)")
-    p.add_argument("--recording", metavar="FILE", help="recording for measured spike rates (spiking bundles)")
+    p.add_argument("--recording", metavar="FILE", help="recording for measured spike rates (spiking bundles; "
+                   "default: the recordings a shipped bundle was trained on)")
     p.add_argument("--profiles", default=str(PROFILES), metavar="TOML", help="profiles file (default: the shipped one)")
     p.add_argument("--all", metavar="MD", nargs="?", const="docs/fit.md",
                    help="write the table of every shipped bundle on every profile (default docs/fit.md)")

@@ -509,37 +509,56 @@ def normalised(meta: dict, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def calibration_inputs(bundle, recording=None, samples: int = 60_000, fallback=None) -> np.ndarray:
-    """Raw inputs [T, C] to calibrate on: the given recording (a file, or an array), or for an attitude bundle the BROAD
-    training trials (never the test split), up to ``samples`` samples spread over trials, or else
-    the ``fallback`` recording."""
-    if recording is None and bundle.meta["task"] != "attitude":
-        recording = fallback
-    if isinstance(recording, np.ndarray):           # raw inputs [T, C] already
-        return np.ascontiguousarray(recording[np.all(np.isfinite(recording), axis=1)][:samples], np.float32)
-    from edge.recordings import broad_trials, read_recording
+def training_inputs(meta: dict, samples: int) -> np.ndarray | None:
+    """Raw inputs [T, C] from the data a shipped bundle was trained on, never its held-out part:
+    the BROAD training trials (attitude), the watch recordings of the subjects the bundle trained
+    on (its metrics name the held-out ones), the ETT train split (its config names the set); or
+    None when the metadata names none of these."""
     from edge.replay import select_inputs
+    config, metrics = (meta.get("model") or {}).get("config") or {}, meta.get("metrics") or {}
+    if meta["task"] == "attitude":
+        from edge.recordings import broad_trials, read_recording
+        trials = broad_trials(split="train")
+        picks = trials[::max(1, len(trials) // 4)][:4]
+        x = np.concatenate([select_inputs(read_recording(p), meta, "calibration")[:samples // len(picks)]
+                            for p in picks])
+    elif metrics.get("dataset") == "watch" and metrics.get("held_out_subjects"):
+        from edge.timeseries.har_data import load_watch
+        data = load_watch()
+        x = np.concatenate([r for r, s in zip(data.x, data.subject) if s not in metrics["held_out_subjects"]])
+        x = x[::max(1, len(x) // samples)]
+    elif str(config.get("dataset", "")).startswith("ETT") and "setting" in config:
+        from edge.timeseries.ett import load_ett
+        ett = load_ett(config["dataset"], config["setting"])
+        x = ett.values[slice(*ett.borders["train"])]
+    else:
+        return None
+    return np.asarray(x, np.float32)
+
+
+def calibration_inputs(bundle, recording=None, samples: int = 60_000, fallback=None) -> np.ndarray:
+    """Raw inputs [T, C] to calibrate on, up to ``samples``: the given recording (a file or an
+    array), else the bundle's training data (training_inputs), else the ``fallback`` recording."""
     label = bundle.meta.get("name") or bundle.path
-    if recording is not None:
-        rec = read_recording(recording, channels=[c["name"] for c in bundle.meta["inputs"]]) \
-            if not hasattr(recording, "x") else recording
-        x = select_inputs(rec, bundle.meta, label)
-        return x[np.all(np.isfinite(x), axis=1)][:samples]
-    if bundle.meta["task"] != "attitude":
-        raise ValueError(f"bundle {label}: give a calibration recording (only attitude bundles have a default: "
-                         "the BROAD training trials)")
-    xs = []
-    trials = broad_trials(split="train")
-    per = samples // 4
-    for path in trials[::max(1, len(trials) // 4)][:4]:
-        x = select_inputs(read_recording(path), bundle.meta, label)
-        xs.append(x[np.all(np.isfinite(x), axis=1)][:per])
-    return np.concatenate(xs)
+    x = None if recording is not None else training_inputs(bundle.meta, samples)
+    if x is None:
+        recording = recording if recording is not None else fallback
+        if recording is None:
+            raise ValueError(f"bundle {label}: give a calibration recording (its metadata names no training "
+                             "data this runtime can read)")
+        if isinstance(recording, np.ndarray):           # raw inputs [T, C] already
+            x = np.asarray(recording, np.float32)
+        else:
+            from edge.recordings import read_recording
+            from edge.replay import select_inputs
+            x = select_inputs(read_recording(recording, channels=[c["name"] for c in bundle.meta["inputs"]]),
+                              bundle.meta, label)
+    return np.ascontiguousarray(x[np.all(np.isfinite(x), axis=1)][:samples])
 
 
 def load_int8(bundle_or_name, recording=None, state_bits: int = 32, a_bits: int = 16, fallback=None):
-    """An edge.runtime.Model that runs the bundle in integers (calibrated on ``recording``, or on
-    the default calibration data of calibration_inputs, or on ``fallback``)."""
+    """An edge.runtime.Model that runs the bundle in integers, calibrated by calibration_inputs
+    (``recording``, else the bundle's training data, else ``fallback``)."""
     from edge.bundle import BundleError, read_bundle
     from edge.recordings import RecordingError
     from edge.runtime import InputError, Model
