@@ -176,9 +176,9 @@ def run(args) -> int:
             print(f"edge export-c: {missing}", file=sys.stderr)
             return 2
         sizes = build_m4(out)
-        print(f"cortex-m4  flash {sizes['flash']:,} B (text+rodata {sizes['text']:,}, data {sizes['data']:,}), "
-              f"RAM {sizes['ram']:,} B static (data+bss {sizes['data'] + sizes['bss']:,}, stack reserve "
-              f"{sizes['stack']:,}); model.o weights {sizes['weights']:,} B")
+        print(f"cortex-m4  flash {sizes['flash']:,} B (weights {sizes['weights']:,}); RAM: .data+.bss "
+              f"{sizes['data'] + sizes['bss']:,} B (harness buffers, one state) + model_step's stack frame "
+              f"{sizes['step_stack']:,} B (linker stack reserve {sizes['stack']:,} B)")
         if args.qemu:
             from edge.recordings import read_recording
             from edge.replay import select_inputs
