@@ -24,8 +24,8 @@ import numpy as np
 
 from . import intarith_kernels as K
 
-INT_OPS = ("dense", "affine", "act", "add", "concat", "conv", "lstm", "gru", "lmu_memory", "lif", "running_mean", "softmax",
-           "attitude_filter", "tilt_correct")
+INT_OPS = ("dense", "affine", "act", "add", "concat", "conv", "lstm", "gru", "lmu_memory", "lif", "running_mean",
+           "softmax", "attitude_filter", "tilt_correct")
 ACTS = {"identity": K.ACT_IDENTITY, "relu": K.ACT_RELU, "tanh": K.ACT_TANH, "sigmoid": K.ACT_SIGMOID,
         "gelu": K.ACT_GELU}
 TABLE_ACTS = (K.ACT_TANH, K.ACT_SIGMOID, K.ACT_GELU)   # requantised to the Q12 table argument
@@ -64,7 +64,7 @@ class Plan:
     formats: dict                   # register / state -> fractional bits
     int_regs: dict                  # register -> (wsi offset, length)
     int_states: dict                # state -> (word offset, length)
-    ops: list                       # (kind, summary) per record, for the C emitter and docs
+    ops: list                       # one line per record (kind and formats), for model.c's header and docs
 
 
 def check_program(program: dict) -> None:
@@ -108,6 +108,9 @@ def row_scales(w: np.ndarray):
 
 
 class _Lowering:
+    """One pass over the program: allocates registers, states and constants, and emits records.
+    ``calibrating``: wide formats (int32 registers at Q8, states at Q16) instead of ``formats``."""
+
     def __init__(self, meta: dict, weights: dict, formats: dict, calibrating: bool, state_bits: int, a_bits: int):
         self.meta, self.weights, self.formats = meta, weights, formats
         self.cal, self.state_bits, self.a_bits = calibrating, state_bits, a_bits
