@@ -11,7 +11,7 @@ Number formats
 * Requantisation: out = (acc · M + 2^(S-1)) >> S with a 16-bit multiplier M ∈ [2^14, 2^15) and a
   shift S per channel (round half up, arithmetic shift), then saturation to ±qmax.
 * tanh, sigmoid, Φ (for gelu(x) = x·Φ(x)) and exp (softmax): 513-entry Q15 tables over [-8, 8]
-  (step 1/32) read with linear interpolation from a Q12 argument (|error| ≤ 1.3e-4, tests); the
+  (step 1/32) read with linear interpolation from a Q12 argument (|error| ≤ 1.4e-4, tests); the
   result is Q15. Arguments saturate at ±8 (so gelu's output too; exp is only read at x ≤ 0).
 * State words are int32 with per-state fractional bits and their own limit (``slim``): the LSTM
   cell c, the LMU memory m, the LIF potential v. The LSTM h is Q15.

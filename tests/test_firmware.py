@@ -132,12 +132,18 @@ def test_replay_arith_int8_scores_the_demo_recording():
     assert runs["int8"]["engine"] == "int8"
     assert abs(runs["int8"]["inclination_rmse_deg"] - runs["fp32"]["inclination_rmse_deg"]) <= 0.1
 
-def test_activation_tables_are_within_1p3e4():
+def test_activation_tables_are_within_1p4e4():
+    from scipy.special import ndtr
     W16 = K.lut_tables()
     x = np.arange(-32768, 32768, 7)           # Q12 arguments over [-8, 8)
     for code, f in ((K.ACT_TANH, np.tanh), (K.ACT_SIGMOID, lambda v: 1 / (1 + np.exp(-v)))):
         y = np.array([K.activate(W16, code, np.int64(v), 12, 15, 32767) for v in x]) / 32768.0
         assert np.abs(y - f(x / 4096.0)).max() < 1.3e-4
+    gelu = np.array([K.activate(W16, K.ACT_GELU, np.int64(v), 12, 12, 32767) for v in x]) / 4096.0
+    assert np.abs(gelu - x / 4096.0 * ndtr(x / 4096.0)).max() < 8 * 1.3e-4 + 2 ** -12   # |x| ≤ 8 times Φ's error
+    neg = x[x <= 0]
+    e = np.array([K.lut(W16, K.LUT_EXP, np.int64(v)) for v in neg]) / 32768.0
+    assert np.abs(e - np.exp(neg / 4096.0)).max() < 1.4e-4     # exp curves most: (1/32)²/8 + rounding
 
 
 def test_int8_attitude_costs_under_0p1_degree(imu_int8):
