@@ -27,9 +27,8 @@ SPACES = {
     "ettm": (dict(warmup=672, merge=48, halflife=1344.0, level_halflife=2880.0),
              dict(enter=[8.0, 10.0, 14.0, 20.0], cusum_h=[0.0, 30.0], stuck=[24, 48, 96], level=[0.0, 4.0, 6.0],
                   floor=[0.0, 0.5])),
-    "imu": (dict(warmup=1429, merge=29, level_halflife=2857.0),
-            dict(enter=[8.0, 12.0, 16.0, 24.0], stuck=[100, 300], halflife=[143.0, 572.0], level=[0.0, 6.0],
-                 floor=[0.0, 0.5])),
+    "imu": (dict(warmup=1429, merge=29, level_halflife=2857.0, halflife=143.0, floor=0.5),
+            dict(enter=[8.0, 12.0, 16.0, 24.0], cusum_h=[0.0, 30.0], stuck=[100, 300], level=[0.0, 6.0])),
 }
 DESCRIPTIONS = {
     "ett": "ETT hourly (ETTh1/ETTh2 columns HUFL..OT), residuals of the built-in AR forecaster or of an "
