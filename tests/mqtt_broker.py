@@ -6,6 +6,7 @@ second rewrote a backlog of 100k queued messages each time and stalled delivery 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -37,7 +38,10 @@ class Broker:
         self.port = port or free_port()
         self.conf = self.folder / "mosquitto.conf"
         self.log = self.folder / "mosquitto.log"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
+        # started as root, mosquitto switches to the user named here (default "mosquitto", which cannot write
+        # to our folder: persistence and the log would fail silently); as another user the line is ignored
+        lines = [f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+                 f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
                  f"persistence_location {self.folder}/", "set_tcp_nodelay true",
                  f"log_dest file {self.log}", "log_type error", "log_type warning",
                  *(f"{k} {v}" for k, v in LIMITS.items())]

@@ -4,6 +4,7 @@ Every test compares the daemon's published outputs with an offline computation o
 samples through the same bundle (`offline`: Model.block from the initial state, NaN rows left out,
 reset after a gap), sample by sample, to 1e-5.
 """
+import json
 import os
 import signal
 import socket
@@ -42,16 +43,16 @@ def broker(tmp_path):
 class Collector:
     """Subscribes to the outputs with its own persistent session, so an outage loses none of them."""
 
-    def __init__(self, port: int, topic: str = "attitude/#"):
+    def __init__(self, port: int, topics=("attitude/#",)):
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
-        self.got, self.lock = {}, threading.Lock()
+        self.got, self.other, self.lock = {}, [], threading.Lock()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{port}",
                              protocol=MQTTProtocolVersion.MQTTv5)
         self.c.reconnect_delay_set(0.2, 1.0)
-        self.c.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
+        self.c.on_connect = lambda c, u, f, r, p: c.subscribe([(t, 1) for t in topics])
         self.c.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 600
@@ -59,6 +60,10 @@ class Collector:
         self.c.loop_start()
 
     def _on_message(self, client, userdata, msg):
+        if not msg.topic.startswith("attitude/"):
+            with self.lock:
+                self.other.append((msg.topic, msg.payload))
+            return
         t, y = decode_outputs_json(msg.payload)
         with self.lock:
             self.got.setdefault(msg.topic.split("/")[-1], []).append((t, y))
@@ -185,13 +190,19 @@ def test_twenty_devices_at_200_hz_outputs_equal_the_offline_computation(tmp_path
     assert daemon.notes[-1] == "STOPPING=1"
 
 
-def test_kill_9_then_restart_resumes_from_the_checkpoint_without_loss(tmp_path, broker, model):
-    p = plan(10, 200.0, 8.0, samples_per_message=5, fmt="json", seed=2)
+def streaming(tmp_path, broker, model, p):
+    """The expected outputs, a collector, a ready daemon, and the plan being published in a thread."""
     want = expected(model, p)
     collector = Collector(broker.port)
-    first = Daemon(tmp_path, broker.port).wait_ready()
-    sender = threading.Thread(target=publish, args=(p,), kwargs={"port": broker.port, "client_id": "sim-kill"})
+    daemon = Daemon(tmp_path, broker.port).wait_ready()
+    sender = threading.Thread(target=publish, args=(p,), kwargs={"port": broker.port, "client_id": "sim"})
     sender.start()
+    return want, collector, daemon, sender
+
+
+def test_kill_9_then_restart_resumes_from_the_checkpoint_without_loss(tmp_path, broker, model):
+    p = plan(10, 200.0, 8.0, samples_per_message=5, fmt="json", seed=2)
+    want, collector, first, sender = streaming(tmp_path, broker, model, p)
     time.sleep(3.0)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
     second = Daemon(tmp_path, broker.port).wait_ready()
@@ -208,11 +219,7 @@ def test_kill_9_then_restart_resumes_from_the_checkpoint_without_loss(tmp_path, 
 
 def test_broker_down_five_seconds_then_back_loses_nothing(tmp_path, broker, model):
     p = plan(10, 200.0, 10.0, samples_per_message=5, fmt="binary", seed=3)
-    want = expected(model, p)
-    collector = Collector(broker.port)
-    daemon = Daemon(tmp_path, broker.port).wait_ready()
-    sender = threading.Thread(target=publish, args=(p,), kwargs={"port": broker.port, "client_id": "sim-outage"})
-    sender.start()
+    want, collector, daemon, sender = streaming(tmp_path, broker, model, p)
     time.sleep(2.5)
     broker.stop()
     time.sleep(5.0)
@@ -223,6 +230,7 @@ def test_broker_down_five_seconds_then_back_loses_nothing(tmp_path, broker, mode
     assert daemon.stop() == 0
     collector.close()
     assert m["edge_mqtt_connects_total"] >= 2 and m["edge_mqtt_connected"] == 1
+    assert "session present: True" in daemon.log_text()      # the broker kept our session through its restart
     check_outputs(collector, want, exactly_once=False)
 
 
@@ -278,7 +286,7 @@ def test_sighup_reload_swaps_the_bundle_keeps_state_and_systemd_hears_it(tmp_pat
     p = plan(3, 200.0, 4.0, samples_per_message=10, fmt="binary", seed=5)
     want = expected(model, p)
     half = {d: (t[t < 2.0], None) for d, (t, _) in want.items()}
-    collector = Collector(broker.port)
+    collector = Collector(broker.port, ("attitude/#", "edge/+/stats"))
     daemon = Daemon(tmp_path, broker.port, watchdog_usec=200_000).wait_ready()
     early = [m for m in p.messages if m[0] < 1.9]
     late = [m for m in p.messages if m[0] >= 1.9]
@@ -298,6 +306,8 @@ def test_sighup_reload_swaps_the_bundle_keeps_state_and_systemd_hears_it(tmp_pat
     collector.close()
     check_outputs(collector, want)          # continuous across the reload: the state was not reset
     assert m['edge_reloads_total{result="applied"}'] == 1
+    stats = [json.loads(payload) for topic, payload in collector.other if topic == "edge/edge-test/stats"]
+    assert stats and stats[-1]["edge_samples_in_total"]["imu"] <= sum(len(t) for t, _ in want.values())
     assert "reloaded" in daemon.log_text() and str(copy) in daemon.log_text()
     notes = daemon.notes
     said = [n for n in notes if n != "WATCHDOG=1"]

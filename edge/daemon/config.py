@@ -39,7 +39,7 @@ class Broker:
     cert_file: str = ""
     key_file: str = ""
     session_expiry_s: int = 3600      # how long the broker keeps our session (and queues QoS 1) while we are away
-    receive_maximum: int = 1000       # QoS 1 messages the broker may have in flight to us, unacknowledged
+    receive_maximum: int = 1000       # QoS 1 in flight unacknowledged, each way (broker -> us, our outputs -> broker)
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
 

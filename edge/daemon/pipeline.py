@@ -127,11 +127,8 @@ class Pipeline:
     def advance(self, engine_hist=None) -> dict:
         """Run every pending sample through the engine. Returns device -> (t [n], y [n, O]) of
         the outputs to publish (after decimation)."""
-        runs = {}
-        for device, chunks in self.pending.items():
-            t = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
-            x = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
-            runs[device] = (t, x)
+        runs = {d: (np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))
+                for d, chunks in self.pending.items()}
         self.pending = {}
         outputs = {d: [] for d in runs}
         while runs:
@@ -140,13 +137,11 @@ class Pipeline:
         for device, parts in outputs.items():
             t = np.concatenate([p[0] for p in parts])
             y = np.concatenate([p[1] for p in parts])
-            dev = self.devices[device]
+            dev, n = self.devices[device], len(t)
             if self.cfg.every > 1:
-                keep = (dev.outputs + np.arange(len(t))) % self.cfg.every == 0
-                dev.outputs += len(t)
+                keep = (dev.outputs + np.arange(n)) % self.cfg.every == 0
                 t, y = t[keep], y[keep]
-            else:
-                dev.outputs += len(t)
+            dev.outputs += n
             if len(t):
                 published[device] = (t, y)
         return published

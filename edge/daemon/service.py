@@ -222,14 +222,15 @@ class Daemon:
         b = self.cfg.broker
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id, protocol=MQTTProtocolVersion.MQTTv5,
                         manual_ack=True)
-        c.suppress_exceptions = True           # a bug in a callback must not kill the network thread silently
+        c.suppress_exceptions = True           # a bug in a callback must not kill the network thread...
+        c.enable_logger(logging.getLogger("edge.daemon.mqtt"))    # ...and is logged (paho's own warnings too)
         if b.username:
             c.username_pw_set(b.username, self.cfg.password())
         if b.tls:
             c.tls_set(ca_certs=b.ca_file or None, certfile=b.cert_file or None, keyfile=b.key_file or None,
                       cert_reqs=ssl.CERT_REQUIRED)
         c.reconnect_delay_set(b.reconnect_min_s, b.reconnect_max_s)
-        c.max_inflight_messages_set(min(b.receive_maximum, 65535))
+        c.max_inflight_messages_set(b.receive_maximum)
         c.max_queued_messages_set(self.cfg.limits.output_queue)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
         c.on_subscribe = lambda *a: self.subscribed.set()
