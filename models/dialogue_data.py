@@ -60,7 +60,7 @@ GROCERY_ANSWER = "you asked me to buy"
 class Turn:
     user: str
     bot: str
-    kind: str = "chat"  # "item" marks the grocery item turn (the oracle policy keeps it)
+    kind: str = "chat"  # "item": the grocery item turn (the oracle keeps it); "recall": answered from context
 
     def text(self) -> str:
         return f"user: {self.user}\nbot: {self.bot}\n"
@@ -94,14 +94,14 @@ def appointment(rng: random.Random) -> tuple[Turn, Turn]:
     """A statement and the question that asks it back."""
     what, day, time = rng.choice(APPOINTMENTS), rng.choice(DAYS), rng.choice(TIMES)
     return (Turn(f"my {what} is on {day} at {time} .", "noted ."),
-            Turn(f"when is my {what} ?", f"your {what} is on {day} at {time} ."))
+            Turn(f"when is my {what} ?", f"your {what} is on {day} at {time} .", kind="recall"))
 
 
 def preference(rng: random.Random) -> tuple[Turn, Turn]:
     topic = rng.choice(sorted(PREFERENCES))
     value = rng.choice(PREFERENCES[topic])
     return (Turn(f"my favourite {topic} is {value} .", "i will keep that in mind ."),
-            Turn(f"what is my favourite {topic} ?", f"your favourite {topic} is {value} ."))
+            Turn(f"what is my favourite {topic} ?", f"your favourite {topic} is {value} .", kind="recall"))
 
 
 def item_turn(rng: random.Random, item: str) -> Turn:
@@ -133,7 +133,7 @@ def grocery_episode(rng: random.Random, n_distractors: int = 20, ask_back: bool 
     candidates = others + [item]
     rng.shuffle(candidates)
     turns = [item_turn(rng, item), *distractors(rng, n_distractors, ask_back),
-             Turn(GROCERY_QUESTION, f"{GROCERY_ANSWER} {item} .")]
+             Turn(GROCERY_QUESTION, f"{GROCERY_ANSWER} {item} .", kind="recall")]
     return Episode(turns, answer=item, candidates=candidates)
 
 
@@ -197,7 +197,7 @@ def repeat_episode(rng: random.Random, n: int) -> Episode:
     turns = []
     for _ in range(n):
         words = " ".join(rng.choices(WORDS, k=rng.randint(3, 8)))
-        turns.append(Turn(f"repeat after me : {words} .", f"{words} ."))
+        turns.append(Turn(f"repeat after me : {words} .", f"{words} .", kind="recall"))
     return Episode(turns)
 
 

@@ -25,13 +25,15 @@ import torch.nn.functional as F
 
 
 def rope(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[..., :D/2], x[..., D/2:]) of x[B, H, T, D] by angles pos[B, T] · θ_k."""
-    half = x.shape[-1] // 2
-    inv_freq = 10000.0 ** (-torch.arange(half, dtype=x.dtype) / half)  # [D/2]
-    angle = pos.to(x.dtype)[:, None, :, None] * inv_freq                # [B, 1, T, D/2]
+    """Rotate the first half of x[B, H, T, D] by angles pos[B, T] · θ_k (pairs (k, k + D/4)); the second
+    half is left position-free ("partial rotary", as GPT-NeoX), so a head can match keys by content alone."""
+    rot, free = x.split(x.shape[-1] // 2, dim=-1)
+    quarter = rot.shape[-1] // 2
+    inv_freq = 10000.0 ** (-torch.arange(quarter, dtype=x.dtype) / quarter)  # [D/4]
+    angle = pos.to(x.dtype)[:, None, :, None] * inv_freq                      # [B, 1, T, D/4]
     cos, sin = angle.cos(), angle.sin()
-    a, b = x[..., :half], x[..., half:]
-    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    a, b = rot[..., :quarter], rot[..., quarter:]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos, free], dim=-1)
 
 
 def smear(keys: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
@@ -48,7 +50,12 @@ class Attention(nn.Module):
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
-        self.mix = nn.Parameter(torch.zeros(heads))
+        # Start half the heads on the previous token's key (σ(−2) = 0.12 of their own), half on their own, and
+        # W_K = W_Q: a query then matches keys of the same content from the first step, so the copy skill
+        # does not have to escape the long plateau of an induction head learnt from scratch.
+        self.mix = nn.Parameter(torch.tensor([-2.0 if h % 2 == 0 else 2.0 for h in range(heads)]))
+        with torch.no_grad():
+            self.qkv.weight[dim:2 * dim] = self.qkv.weight[:dim]
 
     def split(self, x):
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each [B, T, dim]
