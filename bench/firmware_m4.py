@@ -6,6 +6,8 @@ instructions per step (-icount), bit-exactness against the Python integer refere
 
 The Cortex-M4F profile's cycles_per_mac and cycles_per_op are solved from the first two rows
 (firmware_sim/profiles.toml); har-watch and ett-forecast are out of that sample.
+
+bench/bundles/ is made by `python bench/make_bench_bundles.py` (not versioned).
 """
 import tempfile
 from pathlib import Path

@@ -7,6 +7,8 @@ only over ~θ steps and errors made every step pile up; this measures it on real
 Prints, per (state bits, Ā bits), over each quarter of the 8,000-step stream: the max error of the
 memory m itself (integer state vs the float engine's, relative to max |m|) and of the output y
 (relative to its range), and the memory's fractional bits the calibration chose.
+
+bench/bundles/ is made by `python bench/make_bench_bundles.py` (not versioned).
 """
 import csv
 from pathlib import Path

@@ -22,8 +22,17 @@ from edge.replay import select_inputs
 from edge.runtime import load
 
 ROOT = Path(__file__).resolve().parents[1]
-LMU = ROOT / "bench" / "bundles" / "lmu.onnx"
 TRIAL = "03_undisturbed_slow_rotation_C.npz"
+
+
+@pytest.fixture(scope="module")
+def bench_bundles(tmp_path_factory):
+    """`edge bench`'s LMU and S4D bundles (random init, seed 0), exported afresh (needs torch)."""
+    pytest.importorskip("torch", reason="bench/make_bench_bundles.py needs torch (extra 'train')")
+    out = tmp_path_factory.mktemp("bench")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "make_bench_bundles.py"), str(out), "--only", "lmu,s4d",
+                    "--parity-steps", "100"], check=True, capture_output=True)
+    return out
 
 
 def trial_inputs(model, n=None):
@@ -46,16 +55,16 @@ def har():
 
 
 @pytest.fixture(scope="module")
-def lmu_int8():
-    b = read_bundle(LMU)
+def lmu_int8(bench_bundles):
+    b = read_bundle(bench_bundles / "lmu.onnx")
     x = np.cumsum(np.random.default_rng(0).normal(0, 0.1, (6000, 6)), axis=0).astype(np.float32)
     return b, IntExecutor(calibrate(b.meta, b.weights, x[:3000])), x[3000:]
 
 
 # ---- budgets -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["imu-attitude", str(LMU)])
-def test_graph_macs_agree_with_an_independent_count(name):
-    b = read_bundle(name)
+@pytest.mark.parametrize("name", ["imu-attitude", "har-watch", "bench-lmu"])
+def test_graph_macs_agree_with_an_independent_count(name, request):
+    b = read_bundle(request.getfixturevalue("bench_bundles") / "lmu.onnx" if name == "bench-lmu" else name)
     model = onnx.load_from_string(b.model_bytes)
     init = {t.name: list(t.dims) for t in model.graph.initializer}
     made_by = {o: n for n in model.graph.node for o in n.output}
@@ -63,12 +72,13 @@ def test_graph_macs_agree_with_an_independent_count(name):
     def weight_size(name):  # an initializer, possibly read through a Transpose
         return math.prod(init[name]) if name in init else weight_size(made_by[name].input[0])
 
-    # one stream: a MatMul/Gemm against a weight [K, N] (or [N, K]) costs K·N MACs
-    independent = sum(weight_size(n.input[1]) for n in model.graph.node if n.op_type in ("MatMul", "Gemm"))
+    # one stream: a MatMul/Gemm against a weight [K, N] (or [N, K]) costs K·N MACs, and so does a
+    # Conv over the window of one step (weight [O, I, k], one output position)
+    independent = sum(weight_size(n.input[1]) for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv"))
     assert graph_counts(model)["macs"] == independent
     # and the step program's own count of its matrix ops (edge.cost) says the same
     cost = step_cost(b.meta, b.weights)["macs_by_op"]
-    matrix = sum(v for k, v in cost.items() if k in ("dense", "lstm", "lmu_memory"))
+    matrix = sum(v for k, v in cost.items() if k in ("dense", "lstm", "lmu_memory", "conv"))
     # the LMU's u⊗B̄ is an element-wise Mul in the graph, not a MatMul: one per memory cell
     shapes = {s["name"]: s["shape"] for s in b.meta["state"]}
     outer = sum(math.prod(shapes[op["state_m"]]) for op in b.meta["program"]["ops"] if op["op"] == "lmu_memory")
@@ -110,13 +120,13 @@ def test_fit_cli_refuses_garbage(tmp_path):
 
 # ---- integer reference -------------------------------------------------------------------------
 @pytest.mark.parametrize("args, says", [
-    ([str(ROOT / "bench" / "bundles" / "s4d.onnx")], "op 1 (s4d) has no integer kernel"),
-    ([str(LMU)], "give a calibration recording"),
-    ([str(LMU), "--calibrate", str(ROOT / "examples" / "imu-demo.csv")], "missing column(s): x0, x1"),
+    (["s4d.onnx"], "op 1 (s4d) has no integer kernel"),
+    (["lmu.onnx"], "give a calibration recording"),
+    (["lmu.onnx", "--calibrate", str(ROOT / "examples" / "imu-demo.csv")], "missing column(s): x0, x1"),
 ])
-def test_export_c_refuses_with_one_line(args, says, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "edge.cli", "export-c", *args, "-o", str(tmp_path / "c")],
-                       capture_output=True, text=True)
+def test_export_c_refuses_with_one_line(args, says, bench_bundles, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "export-c", str(bench_bundles / args[0]), *args[1:],
+                        "-o", str(tmp_path / "c")], capture_output=True, text=True)
     assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
 
