@@ -48,7 +48,8 @@ TARGETS = {"ett": (("ETTh1", "ETTh2"), "anomaly-ett"), "ettm": (("ETTm1", "ETTm2
 SETS = (*TARGETS, "kdd")
 TITLES = {"ett": "ETT hourly (ETTh1, ETTh2)", "ettm": "ETT 15-minute (ETTm1, ETTm2)", "imu": "BROAD IMU (11 trials)"}
 # the shipped multivariate forecasters (edge train ett-forecast), one per set
-FORECAST_BUNDLES = {"ETTh1": "ett-forecast", "ETTh2": "ett-forecast-etth2", "ETTm1": "ett-forecast-ettm1"}
+FORECAST_BUNDLES = {"ETTh1": "ett-forecast", "ETTh2": "ett-forecast-etth2", "ETTm1": "ett-forecast-ettm1",
+                    "ETTm2": "ett-forecast-ettm2"}
 IMU_SCORED_AFTER_S = 10.0
 KDD_TRAIN = 1200                  # normal-only prefix of KDD-TSAD 135
 KDD_GRACE = 100
