@@ -11,7 +11,7 @@ import torch
 from edge.recordings import RecordingError, read_recording
 from edge.timeseries import forecast_view
 from edge.timeseries.ett import CHANNELS, HORIZONS, ett_root, future, load_ett, read_ett, scores, split_borders
-from edge.timeseries.forecast_baselines import fit_least_squares, fit_sparse_ar, lasso_gram, repeat_last, windows
+from edge.timeseries.forecast_baselines import fit_least_squares, fit_sparse_ar, gram, lasso_gram, repeat_last, windows
 
 
 def _ett_or_skip():
@@ -58,7 +58,7 @@ def test_least_squares_equals_numpy_lstsq():
     origins = np.arange(L - 1, len(z) - H)
     # the window minus its last value has a zero last column: with a vanishing ridge the solution is
     # lstsq's minimum-norm one
-    model = fit_least_squares(z, origins, L, H, ridge=1e-12)
+    model = fit_least_squares(gram(z, origins, L, H), ridge=1e-12)
     # independent: the level-subtracted design of every channel stacked, solved by numpy's lstsq
     xs, ys = [], []
     for c in range(z.shape[1]):
@@ -78,13 +78,13 @@ def test_sparse_ar_is_the_lasso_solution():
     x = np.concatenate([windows(z[:, c:c + 1], origins, L)[..., 0] for c in range(2)])
     y = np.concatenate([future(z[:, c:c + 1], origins, H)[..., 0] for c in range(2)])
     # no penalty: ordinary least squares with an intercept
-    free = fit_sparse_ar(z, origins, L, H, l1=0.0, iterations=5000)
+    free = fit_sparse_ar(gram(z, origins, L, H), l1=0.0, iterations=20000)
     coef, *_ = np.linalg.lstsq(np.c_[x, np.ones(len(x))], y, rcond=None)
     np.testing.assert_allclose(free.weight, coef[:-1], atol=1e-5)
     np.testing.assert_allclose(free.bias, coef[-1], atol=1e-5)
     # a penalty: the lasso's optimality conditions on the centred problem, checked directly
     l1 = 0.05
-    sparse = fit_sparse_ar(z, origins, L, H, l1=l1, iterations=5000)
+    sparse = fit_sparse_ar(gram(z, origins, L, H), l1=l1, iterations=20000)
     xc, yc = x - x.mean(0), y - y.mean(0)
     grad = xc.T @ (xc @ sparse.weight - yc) / len(x)
     nz = sparse.weight != 0
@@ -97,7 +97,7 @@ def test_sparse_ar_is_the_lasso_solution():
 def test_lasso_with_zero_penalty_converges_from_a_warm_start():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(200, 6)), rng.normal(size=(200, 2))
-    w = lasso_gram(x.T @ x, x.T @ y, 200, 0.0, iterations=2000, w0=np.ones((6, 2)))
+    w = lasso_gram(x.T @ x, x.T @ y, 200, 0.0, iterations=2000, w0=np.ones((6, 2)), tol=0.0)
     np.testing.assert_allclose(w, np.linalg.lstsq(x, y, rcond=None)[0], atol=1e-8)
 
 

@@ -23,24 +23,24 @@ def repeat_last(z: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
     return np.repeat(z[origins][:, None, :], horizon, axis=1)
 
 
-def _channel_rows(z, origins, length, horizon, channel, level: bool):
-    """Regression rows of one channel: X [n, L] windows, Y [n, H] futures; minus x_t if `level`."""
-    x = windows(z[:, channel:channel + 1], origins, length)[..., 0]
-    y = z[origins[:, None] + 1 + np.arange(horizon)[None, :], channel]
-    if level:
-        last = x[:, -1:]
-        x, y = x - last, y - last
-    return x, y
-
-
-def gram(z, origins, length, horizon, level: bool):
-    """Sufficient statistics over every channel's rows: n, Σx [L], Σy [H], XᵀX [L, L], XᵀY [L, H]."""
+def gram(z, origins, length, horizon):
+    """Sufficient statistics over every channel's rows of raw windows X [n, L] and futures Y [n, H]:
+    n, Σx [L], Σy [H], XᵀX [L, L], XᵀY [L, H]. One pass serves both fits below."""
     n, sx, sy, xx, xy = 0, 0.0, 0.0, 0.0, 0.0
     for c in range(z.shape[1]):
-        x, y = _channel_rows(z, origins, length, horizon, c, level)
+        x = windows(z[:, c:c + 1], origins, length)[..., 0]
+        y = z[origins[:, None] + 1 + np.arange(horizon)[None, :], c]
         n, sx, sy = n + len(x), sx + x.sum(0), sy + y.sum(0)
         xx, xy = xx + x.T @ x, xy + x.T @ y
     return n, sx, sy, xx, xy
+
+
+def level_free(xx, xy):
+    """XᵀX and XᵀY of windows and futures minus each window's last value x_L, from the raw ones:
+    (X − x_L1ᵀ)ᵀ(Y − x_L1ᵀ) = XᵀY − Xᵀx_L 1ᵀ − 1 x_LᵀY + (x_Lᵀx_L) 11ᵀ, with Xᵀx_L the last column of XᵀX."""
+    last = xx[:, -1]
+    return (xx - last[:, None] - last[None, :] + xx[-1, -1],
+            xy - last[:, None] - xy[-1][None, :] + xx[-1, -1])
 
 
 class LinearForecaster:
@@ -61,11 +61,11 @@ class LinearForecaster:
         return y + last
 
 
-def fit_least_squares(z, origins, length: int, horizon: int, ridge: float = 1e-3) -> LinearForecaster:
-    """NLinear-LS: level-subtracted ridge regression (no intercept; `ridge` relative to the mean
-    diagonal of XᵀX so that it does not depend on the number of rows)."""
-    _, _, _, xx, xy = gram(z, origins, length, horizon, level=True)
-    return LinearForecaster(ridge_solve(xx, xy, ridge), np.zeros(horizon), level=True)
+def fit_least_squares(stats, ridge: float = 1e-3) -> LinearForecaster:
+    """NLinear-LS from `gram(...)` statistics: level-subtracted ridge regression (no intercept;
+    `ridge` relative to the mean diagonal of XᵀX so that it does not depend on the number of rows)."""
+    _, _, sy, xx, xy = stats
+    return LinearForecaster(ridge_solve(*level_free(xx, xy), ridge), np.zeros(len(sy)), level=True)
 
 
 def ridge_solve(xx, xy, ridge: float):
@@ -78,9 +78,10 @@ def soft_threshold(w, t):
     return np.sign(w) * np.maximum(np.abs(w) - t, 0.0)
 
 
-def lasso_gram(xx, xy, n: int, l1: float, iterations: int = 500, w0=None):
+def lasso_gram(xx, xy, n: int, l1: float, iterations: int = 500, w0=None, tol: float = 1e-7):
     """argmin_W (1/2n)‖XW − Y‖² + l1‖W‖₁ for centred X, Y given XᵀX, XᵀY; FISTA with step 1/L,
-    L = λ_max(XᵀX)/n. Columns of W are independent problems solved together."""
+    L = λ_max(XᵀX)/n, until no weight moves by more than tol·max|W|. Columns of W are independent
+    problems solved together."""
     g, b = xx / n, xy / n
     step = 1.0 / np.linalg.eigvalsh(g)[-1]
     w = np.zeros_like(b) if w0 is None else w0.copy()
@@ -89,13 +90,16 @@ def lasso_gram(xx, xy, n: int, l1: float, iterations: int = 500, w0=None):
         w_next = soft_threshold(v - step * (g @ v - b), step * l1)
         t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
         v = w_next + ((t - 1) / t_next) * (w_next - w)
+        moved = np.abs(w_next - w).max()
         w, t = w_next, t_next
+        if moved <= tol * max(np.abs(w).max(), 1e-12):
+            break
     return w
 
 
-def fit_sparse_ar(z, origins, length: int, horizon: int, l1: float = 1e-3, iterations: int = 500) -> LinearForecaster:
-    """AR-Net-style sparse AR on the raw (normalised) lags, with an intercept."""
-    n, sx, sy, xx, xy = gram(z, origins, length, horizon, level=False)
+def fit_sparse_ar(stats, l1: float = 1e-3, iterations: int = 500) -> LinearForecaster:
+    """AR-Net-style sparse AR from `gram(...)` statistics: the raw (normalised) lags, an intercept."""
+    n, sx, sy, xx, xy = stats
     mx, my = sx / n, sy / n
     cxx, cxy = xx - n * np.outer(mx, mx), xy - n * np.outer(mx, my)   # centred: the intercept is free
     w = lasso_gram(cxx, cxy, n, l1, iterations)

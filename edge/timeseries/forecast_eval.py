@@ -12,7 +12,7 @@ import numpy as np
 
 from ..bundle import BUNDLE_DIR
 from .ett import DATASETS, HORIZONS, SETTINGS, future, load_ett, scores
-from .forecast_baselines import fit_least_squares, fit_sparse_ar, repeat_last
+from .forecast_baselines import fit_least_squares, fit_sparse_ar, gram, repeat_last
 
 WINDOW = 336        # baselines' input window, rows (the LMU's θ)
 AR_L1 = 1e-3        # AR-Net-style penalty: chosen on ETTh1 validation among 1e-4, 1e-3, 1e-2
@@ -75,8 +75,8 @@ def evaluate(dataset: str, setting: str, bundle_dir=BUNDLE_DIR, engine: str = "a
         bar.close()
     train = data.origins("train", max(HORIZONS))
     train = train[train >= WINDOW - 1]
-    ls = fit_least_squares(z, train, WINDOW, max(HORIZONS))
-    ar = fit_sparse_ar(z, train, WINDOW, max(HORIZONS), l1=AR_L1)
+    stats = gram(z, train, WINDOW, max(HORIZONS))
+    ls, ar = fit_least_squares(stats), fit_sparse_ar(stats, l1=AR_L1)
     rows = {m: {} for m in METHODS}
     for h in HORIZONS:
         o = data.origins("test", h)
