@@ -14,7 +14,7 @@ W = P Q [d, H] is one ridge regression shared by all channels (channel-independe
 PatchTST are: measured on ETTh1 validation, a cross-channel map overfits, 1.02 vs 0.41 MSE at
 H=24), truncated to rank k by its SVD so that the head stays small. In the bundle the per-channel
 maps are block-diagonal `dense` weights of the LMU's hidden layer (identity activation) and of the
-head. Why an LMU, and why a readout fitted in closed form: see docs/forecast-results.md.
+head. Why an LMU, and why a readout fitted in closed form: see docs/forecast.md.
 """
 import argparse
 import json
