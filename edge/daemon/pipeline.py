@@ -24,6 +24,7 @@ messages are refused (``refused_max_streams``) and the known devices keep their 
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -103,14 +104,21 @@ class Pipeline:
         if dev is None:
             raise PayloadError("refused_max_streams", f"{self.cfg.max_streams} streams active "
                                f"(pipeline[{self.cfg.name}].max_streams), none idle for {self.idle_evict_s:g} s")
+        span = (float(t[0]), float(t[-1]))
+        if span[0] > dev.last_t and (len(t) == 1 or (t[1:] > t[:-1]).all()) and math.isfinite(x.sum()):
+            # the common case, in three reductions: every sample new, in order and finite (a sum is NaN/Inf
+            # if any value is, or if finite values overflow: then the careful path below decides)
+            dev.recent.append(span)
+            dev.last_t = span[1]
+            self.pending.setdefault(device, []).append((t, x))
+            return len(t)
         # the order rule against the newest earlier timestamp, the message's own samples included
         prev = np.maximum.accumulate(np.concatenate(([dev.last_t], t)))[:-1]
         new = t > prev
         if not new.all():
-            span = (float(t[0]), float(t[-1]))
             reason = "redelivered" if redelivered else "duplicate" if span in dev.recent else "out_of_order"
             self.counters.inc(reason, self.cfg.name, by=int((~new).sum()))
-        dev.recent.append((float(t[0]), float(t[-1])))
+        dev.recent.append(span)
         dev.last_t = max(dev.last_t, float(t[-1]), float(prev[-1]))
         fed = new & np.isfinite(x).all(axis=1)
         held = int(new.sum() - fed.sum())

@@ -1089,5 +1089,6 @@ def get_runner():
     raises ``TypeError`` at once (the executor then normalises its inputs and retries)."""
     global _runner
     if _runner is None:
-        _runner = njit(RUN_SIGNATURE, cache=True, error_model="numpy")(run)
+        # nogil: a caller's other threads (the daemon's MQTT network thread) run while a block is computed
+        _runner = njit(RUN_SIGNATURE, cache=True, nogil=True, error_model="numpy")(run)
     return _runner
