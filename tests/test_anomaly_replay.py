@@ -6,11 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
+import edge
 from edge.cli import main
-from edge.export import export_bundle
-from edge.models import GRU, ForecastHead, Stack
 from edge.timeseries.anomaly import AnomalyDetector, load_config
 from edge.timeseries.ett import CHANNELS, dataset_path, read_ett
 
@@ -27,7 +25,7 @@ def cli(*args):
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
-    """1,500 rows of ETTh1 (a temporary file, never committed) with a spike in OT."""
+    """1,500 rows of ETTh1 (a temporary file, never committed) with a spike in OT, and the rows as read back."""
     dates, v = read_ett(dataset_path("ETTh1"))
     v = v[:ROWS].copy()
     v[SPIKE_ROW, 6] += 10 * v[:, 6].std()
@@ -40,25 +38,22 @@ def recording(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def forecaster(tmp_path_factory):
-    """A tiny untrained forecast bundle: the next 2 rows of the 7 columns, horizon-major."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fc") / "tiny-forecast.onnx"
-    export_bundle(Stack(GRU(7, 8), ForecastHead(8, 2, 7)).eval(), path, input_size=7, task="forecast",
-                  inputs=list(CHANNELS), outputs=[f"{c}+{h}" for h in (1, 2) for c in CHANNELS], parity_steps=20)
-    return path
+def forecaster():
+    """The shipped ETTh1 forecaster: after each row, the next 720 rows of the 7 columns, horizon-major."""
+    return "ett-forecast"
 
 
 def test_replay_marks_the_events_a_detector_gives_on_the_bundles_forecasts(recording, forecaster, tmp_path):
     path, x = recording
-    out, png = tmp_path / "y.csv", tmp_path / "events.png"
-    rc, stdout, stderr = cli("replay", path, "--model", forecaster, "--detector", "anomaly-ett", "--output", out,
-                             "--plot", png, "--json", "--no-progress")
+    png = tmp_path / "events.png"
+    rc, stdout, stderr = cli("replay", path, "--model", forecaster, "--detector", "anomaly-ett", "--plot", png,
+                             "--json", "--no-progress")
     assert rc == 0, stderr
     summary = json.loads(stdout)["anomaly"]
     assert summary["residuals"] == "the bundle's one-step forecast"
-    # by hand: the forecast of row t is the first 7 outputs written at row t-1
-    y = np.loadtxt(out, delimiter=",", skiprows=1)[:, 1:8]
+    # by hand: the bundle run over the rows; the forecast of row t is its first 7 outputs after row t-1
+    model = edge.load(forecaster)
+    y = model.block(x.astype(np.float32)[:, None, :], model.init_state(1))[:, 0, :7]
     f = np.full_like(x, np.nan)
     f[1:] = y[:-1]
     det = AnomalyDetector(load_config("anomaly-ett")[0], list(CHANNELS))
@@ -71,12 +66,17 @@ def test_replay_marks_the_events_a_detector_gives_on_the_bundles_forecasts(recor
 
 def test_replay_text_summary_lists_the_events(recording, forecaster):
     path, _ = recording
-    rc, stdout, stderr = cli("replay", path, "--model", forecaster, "--detector", "anomaly-ett", "--no-progress")
+    rc, text, stderr = cli("replay", path, "--model", forecaster, "--detector", "anomaly-ett", "--no-progress")
     assert rc == 0, stderr
-    lines = stdout.splitlines()
-    head = next(ln for ln in lines if ln.startswith("anomaly     anomaly-ett on residuals of the bundle's one-step"))
-    assert "event(s) on" in head and "OT" in head
-    assert any(ln.split()[:1] == ["OT"] and f"(samples {SPIKE_ROW}–" in ln for ln in lines[lines.index(head) + 1:])
+    events = json.loads(cli("replay", path, "--model", forecaster, "--detector", "anomaly-ett", "--json",
+                            "--no-progress")[1])["anomaly"]["events"]
+    lines = text.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("anomaly     anomaly-ett on residuals of the bundle"))
+    assert f": {len(events)} event(s) on " in lines[at]
+    listed = lines[at + 1:at + 9]
+    for ln, e in zip(listed, events):
+        assert ln.split()[0] == e["name"] and f"(samples {e['start']}–{e['end'] - 1})" in ln
+    assert len(events) <= 8 or lines[at + 9].strip() == f"... and {len(events) - 8} more (all in --json)"
 
 
 def test_replay_refuses_an_unknown_or_broken_detector_in_one_line(recording, forecaster, tmp_path):
