@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import BUNDLE_DIR, read_bundle
+from ..bundle import BUNDLE_DIR, BundleError, read_bundle
 from ..runtime import load
-from .har_data import Recordings, load_basic_motions, load_watch
+from .har_data import DatasetError, Recordings, load_basic_motions, load_watch
 
 FRACTIONS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 BURNS_2018 = 0.889  # CRNN, subject-stratified CV, 20 subjects (Burns et al. 2018, arXiv:1802.01489)
@@ -101,16 +101,16 @@ def score_bundle(path, data: Recordings, engine: str = "auto") -> dict:
         data = data.subset(index)
     else:
         index = np.arange(len(data))
-    if list(data.classes) != [o["name"] for o in model.meta["outputs"]]:
-        raise ValueError(f"{path}: outputs {[o['name'] for o in model.meta['outputs']]} are not the classes "
-                         f"{list(data.classes)} of {data.name}")
+    outputs = [o["name"] for o in model.meta["outputs"]]
+    if outputs != list(data.classes):
+        raise BundleError(path, f"outputs {outputs} are not the classes {list(data.classes)} of {data.name}")
     start = time.perf_counter()
     probs = stream_probabilities(model, data)
     seconds = time.perf_counter() - start
     spikes = spike_counts(model, data)
     pred = np.array([p[-1].argmax() for p in probs])
-    return {"bundle": str(path), "name": model.meta.get("name"), "model": (model.meta.get("model") or {}).get("config", {}).get("model"),
-            "engine": model.engine, "held_out_subjects": held, "index": index, "y": data.y, "pred": pred,
+    kind = ((model.meta.get("model") or {}).get("config") or {}).get("model")
+    return {"bundle": str(path), "name": model.meta.get("name"), "model": kind, "engine": model.engine, "held_out_subjects": held, "index": index, "y": data.y, "pred": pred,
             "subject": data.subject, "accuracy": float(np.mean(pred == data.y)),
             "curve": early_decision_curve(probs, data.y), "samples": int(sum(len(x) for x in data.x)),
             "us_per_sample": 1e6 * seconds / sum(len(x) for x in data.x),
@@ -120,7 +120,8 @@ def score_bundle(path, data: Recordings, engine: str = "auto") -> dict:
 
 
 def pooled(results: list[dict]) -> dict | None:
-    """Bundles of one kind whose held-out subjects partition all subjects: one k-fold score."""
+    """Bundles of one kind with disjoint held-out subjects (the folds of a grouped k-fold): every
+    recording scored once, by the bundle that did not train on its subject."""
     subjects = [s for r in results for s in (r["held_out_subjects"] or [])]
     if len(results) < 2 or len(subjects) != len(set(subjects)):
         return None
@@ -134,7 +135,8 @@ def pooled(results: list[dict]) -> dict | None:
     return {"folds": len(results), "subjects": sorted(subjects), "recordings": len(y),
             "accuracy": float(np.mean(pred == y)), "curve": curve, "per_subject": per_subject,
             "confusion": confusion(y, pred, len(results[0]["classes"])),
-            "spikes_per_step": None if None in spikes else float(np.average(spikes, weights=weights))}
+            "spikes_per_step": None if None in spikes else
+            float(np.average(spikes, weights=[r["samples"] for r in results]))}
 
 
 def confusion(y, pred, classes: int) -> np.ndarray:
@@ -171,15 +173,15 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.1f} %"
 
 
-def _spikes(v) -> str:
-    return "—" if v is None else f"{v:.1f}"
+def _spikes(r) -> str:
+    return "—" if r["spikes_per_step"] is None else f"{r['spikes_per_step']:.1f} of {r['neurons']}"
 
 
 def report(watch: dict, basic: list[dict], plot_name: str, command: str) -> str:
     """docs/har-results.md: per bundle, per k-fold, per subject, confusion, early-decision table."""
     at = {f: FRACTIONS.index(f) for f in (0.1, 0.25, 0.5, 0.75)}
     head = "| model | bundle | held-out subjects | recordings | full length | " + \
-           " | ".join(f"{int(f * 100)} % seen" for f in at) + " | spikes/step |"
+           " | ".join(f"{int(f * 100)} % seen" for f in at) + " | spikes per step (of LIF neurons) |"
     lines = ["# Activity classification from a 6-axis smartwatch IMU: results", "",
              f"Regenerate with `{command}` (runs the exported bundles on the runtime; no torch).", "",
              "Data: seglearn 1.2.5's watch data (140 recordings, 7 shoulder exercises, 10 subjects, 50 Hz; "
@@ -194,7 +196,7 @@ def report(watch: dict, basic: list[dict], plot_name: str, command: str) -> str:
             lines.append(f"| {kind} | `{Path(r['bundle']).name}` | {', '.join(map(str, r['held_out_subjects']))} | "
                          f"{len(r['y'])} | **{_pct(r['accuracy'])}** | "
                          + " | ".join(_pct(r["curve"][i]) for i in at.values())
-                         + f" | {_spikes(r['spikes_per_step'])} |")
+                         + f" | {_spikes(r)} |")
     for kind, rows in watch.items():
         p = pooled(rows)
         if p is None:
@@ -221,7 +223,7 @@ def report(watch: dict, basic: list[dict], plot_name: str, command: str) -> str:
         for r in basic:
             lines.append(f"| {r['model']} | `{Path(r['bundle']).name}` | test | {len(r['y'])} | **{_pct(r['accuracy'])}** | "
                          + " | ".join(_pct(r["curve"][i]) for i in at.values())
-                         + f" | {_spikes(r['spikes_per_step'])} |")
+                         + f" | {_spikes(r)} |")
         lines += ["", "BasicMotions is saturated (ROCKET and HIVE-COTE reach 100 %); with 40 test recordings one "
                       "error costs 2.5 points.", ""]
     lines += ["## How the bundles were trained", "",
@@ -248,7 +250,11 @@ def run(args) -> int:
     if not paths:
         print("edge eval har-watch: no bundles (train one: edge train har-watch)", file=sys.stderr)
         return 2
-    watch_data, basic_data = load_watch(), load_basic_motions("test")
+    try:
+        watch_data, basic_data = load_watch(), load_basic_motions("test")
+    except DatasetError as e:
+        print(f"edge eval har-watch: {e}", file=sys.stderr)
+        return 2
     watch, basic = {}, []
     for path in paths:
         dataset = (read_bundle(path).meta.get("metrics") or {}).get("dataset")
