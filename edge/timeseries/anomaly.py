@@ -156,7 +156,7 @@ class Event:
     score: float
     peak_at: int
     detected_at: int          # the sample whose score opened the event (start <= detected_at)
-    cause: str                # the test that opened it: residual, drift or stuck
+    cause: str                # the test that opened it: residual, drift, stuck or level
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -8,7 +8,13 @@ Streams (all read at run time, never copied):
   the first `IMU_SCORED_AFTER_S` seconds of a trial are warm-up, unscored.
 * **KDD-TSAD 135** (aeon 1.6.0's wheel; one labelled anomaly, samples 4187-4198): semi-supervised as
   the UCR anomaly archive intends: the first 1,200 samples are normal; the threshold is set on them
-  (``enter`` = 1.1 × their highest score after the warm-up), scored on the rest.
+  (``enter`` = 1.1 × their highest score after the warm-up, the rest of ``anomaly-ett`` unchanged),
+  scored on the rest.
+
+Residuals: the detector's built-in AR forecaster everywhere; the ETT test sets are scored a second
+time on the residuals of the shipped forecast bundles (`FORECAST_BUNDLES`, one per set), with the same
+thresholds (chosen on the built-in forecaster's residuals). Injection seeds are 0..N-1 here and 100+
+in `edge train anomaly`.
 
 Injected anomalies (`edge.timeseries.inject`): one every `spacing` samples, the five kinds in turn,
 on a random channel, over several seeds. ETT: 1 day long (24 or 96 samples), every 10 days. IMU: 1 s,
@@ -311,8 +317,8 @@ def format_markdown(res: dict) -> str:
     if "kdd" in res:
         k = res["kdd"]
         lines += ["## KDD-TSAD 135 (InternalBleeding16, aeon 1.6.0), labelled real anomaly", "",
-                  f"Semi-supervised: `enter` = 1.1 × the highest score on the normal first {KDD_TRAIN} samples "
-                  f"= {k['enter']:.2f} σ, exit {k['exit']:.2f} σ. Anomaly at samples {k['anomaly'][0]}–"
+                  f"Semi-supervised: `anomaly-ett` with `enter` = 1.1 × the highest score on the normal first "
+                  f"{KDD_TRAIN} samples = {k['enter']:.2f} σ, exit {k['exit']:.2f} σ. Anomaly at samples {k['anomaly'][0]}–"
                   f"{k['anomaly'][1] - 1}.", "",
                   f"- detected: **{'yes' if k['detected'] else 'no'}**"
                   + (f", delay {k['delay']} samples" if k["detected"] else ""),
