@@ -296,12 +296,19 @@ def test_sighup_reload_swaps_the_bundle_keeps_state_and_systemd_hears_it(tmp_pat
     copy = tmp_path / "copy.onnx"
     copy.write_bytes(open(model.bundle.path, "rb").read())
     daemon.config.write_text(daemon.config.read_text().replace('bundle = "imu-attitude"', f'bundle = "{copy}"'))
+    notes, daemon.notes = daemon.notes, []             # from here on, what the reload says
     daemon.proc.send_signal(signal.SIGHUP)
-    notes = daemon.read_notes("RELOADING=1", 10)
+    daemon.read_notes("RELOADING=1", 10)
     daemon.read_notes("READY=1", 10)
     publish(type(p)(late, {}), port=broker.port, client_id="sim-hup", realtime=False)
     collector.wait_for(want, 10)
+    # a bundle that does not load: refused, the running pipeline stays
+    daemon.config.write_text(daemon.config.read_text().replace(f'bundle = "{copy}"', 'bundle = "/nonexistent.onnx"'))
+    notes, daemon.notes = notes + daemon.notes, []
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.read_notes("READY=1", 10)
     m = daemon.metrics()
+    assert m['edge_reloads_total{result="refused"}'] == 1 and "reload refused" in daemon.log_text()
     assert daemon.stop() == 0
     collector.close()
     check_outputs(collector, want)          # continuous across the reload: the state was not reset
@@ -309,11 +316,11 @@ def test_sighup_reload_swaps_the_bundle_keeps_state_and_systemd_hears_it(tmp_pat
     stats = [json.loads(payload) for topic, payload in collector.other if topic == "edge/edge-test/stats"]
     assert stats and stats[-1]["edge_samples_in_total"]["imu"] <= sum(len(t) for t, _ in want.values())
     assert "reloaded" in daemon.log_text() and str(copy) in daemon.log_text()
-    notes = daemon.notes
+    notes += daemon.notes
     said = [n for n in notes if n != "WATCHDOG=1"]
     assert said[0].startswith("READY=1") and said[-1] == "STOPPING=1"
     assert sum(n == "WATCHDOG=1" for n in notes) >= 3
-    assert any(n.startswith("RELOADING=1\nMONOTONIC_USEC=") for n in notes)
+    assert sum(n.startswith("RELOADING=1\nMONOTONIC_USEC=") for n in notes) == 2
     # the final checkpoint holds the three devices, readable by the state table
     from edge.engine.state_table import StateTable
     fp = repr([(s["name"], s["shape"]) for s in model.meta["state"]])
@@ -329,3 +336,24 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"edge run: {bad}: broker.port: 0: not a TCP port"]
+
+
+def test_sim_command_publishes_its_plan(broker):
+    got = []
+    sub = Collector(broker.port, ("sensors/#",))
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "sim", "imu", "--devices", "3", "--rate", "100",
+                        "--duration", "1", "--samples-per-message", "4", "--format", "json",
+                        "--broker", f"127.0.0.1:{broker.port}"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 5
+    while len(got) < 78 and time.monotonic() < deadline:       # 3 devices x ceil(101 / 4) messages
+        with sub.lock:
+            got = list(sub.other)
+        time.sleep(0.05)
+    sub.close()
+    assert len(got) == 78 and "sent 78 messages" in r.stdout
+    samples = [s for _, payload in got for s in json.loads(payload)]
+    assert len(samples) == 303 and set(samples[0]) == {"t", "acc", "gyr"}
+    bad = subprocess.run([sys.executable, "-m", "edge.cli", "sim", "imu", "--broker", "nowhere"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "edge sim imu: --broker 'nowhere': expected HOST:PORT"

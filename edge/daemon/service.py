@@ -40,6 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .config import ConfigError, load_config, topic_filter
 from .metrics import Counter, Gauge, Histogram, Registry, serve
@@ -214,11 +219,6 @@ class Daemon:
         return pipes
 
     def _client(self):
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-        from paho.mqtt.properties import Properties
-        from paho.mqtt.packettypes import PacketTypes
-
         b = self.cfg.broker
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id, protocol=MQTTProtocolVersion.MQTTv5,
                         manual_ack=True)
@@ -246,7 +246,6 @@ class Daemon:
         if reason_code.is_failure:
             log.error("broker %s:%d refused the connection: %s", self.cfg.broker.host, self.cfg.broker.port, reason_code)
             return
-        from paho.mqtt.subscribeoptions import SubscribeOptions
         self.generation += 1
         self.metrics.connected.set(value=1)
         self.metrics.connects.inc()
@@ -318,7 +317,6 @@ class Daemon:
 
     def _send(self, topic: str, payload: bytes, qos: int):
         """Publish, waiting for room in paho's bounded queue; None when the result is dropped."""
-        import paho.mqtt.client as mqtt
         deadline = time.monotonic() + self.cfg.limits.output_wait_s
         while True:
             info = self.client.publish(topic, payload, qos=qos)
@@ -369,7 +367,9 @@ class Daemon:
         if cfg.metrics.stats_topic and now - self.last_stats >= cfg.metrics.stats_interval_s:
             self.last_stats = now
             topic = cfg.metrics.stats_topic.replace("{client_id}", cfg.broker.client_id)
-            self.client.publish(topic, json.dumps({"time": time.time(), **self.metrics.snapshot()}), qos=0)
+            info = self.client.publish(topic, json.dumps({"time": time.time(), **self.metrics.snapshot()}), qos=0)
+            if info.rc:                                   # e.g. not connected: the next one will tell
+                self.metrics.publish_errors.inc("stats: " + mqtt.error_string(info.rc))
         self.notifier.watchdog(now)
 
     # ------------------------------------------------------------------------ reload
@@ -390,12 +390,12 @@ class Daemon:
         if self.cfg.state.dir:
             self._checkpoint()
         old_filters = {topic_filter(p.topic) for p in self.cfg.pipelines}
-        old, self.cfg = self.pipelines, new
+        (old_cfg, old), self.cfg = (self.cfg, self.pipelines), new
         try:
             self.pipelines = self._build_pipelines(old)
-        except Exception as e:       # a bundle that does not load: keep the running pipelines
+        except Exception as e:       # a bundle that does not load (BundleError, onnxruntime's own errors, ...)
             log.error("reload refused, the running configuration stays: %s", e)
-            self.cfg, self.pipelines = dataclasses.replace(self.cfg, pipelines=tuple(p.cfg for p in old.values())), old
+            self.cfg, self.pipelines = old_cfg, old
             self.metrics.reloads.inc("refused")
             self.notifier.ready("reload refused")
             return
@@ -404,7 +404,6 @@ class Daemon:
         if old_filters - new_filters:
             self.client.unsubscribe(sorted(old_filters - new_filters))
         if new_filters - old_filters:
-            from paho.mqtt.subscribeoptions import SubscribeOptions
             self.client.subscribe([(topic_filter(p.topic), SubscribeOptions(qos=p.qos)) for p in new.pipelines
                                    if topic_filter(p.topic) in new_filters - old_filters])
         self.metrics.reloads.inc("applied")
