@@ -109,8 +109,9 @@ def score_bundle(path, data: Recordings, engine: str = "auto") -> dict:
     seconds = time.perf_counter() - start
     spikes = spike_counts(model, data)
     pred = np.array([p[-1].argmax() for p in probs])
-    kind = ((model.meta.get("model") or {}).get("config") or {}).get("model")
-    return {"bundle": str(path), "name": model.meta.get("name"), "model": kind, "engine": model.engine, "held_out_subjects": held, "index": index, "y": data.y, "pred": pred,
+    config = (model.meta.get("model") or {}).get("config") or {}
+    return {"bundle": str(path), "name": model.meta.get("name"), "model": config.get("model"),
+            "of_folds": config.get("folds"), "engine": model.engine, "held_out_subjects": held, "index": index, "y": data.y, "pred": pred,
             "subject": data.subject, "accuracy": float(np.mean(pred == data.y)),
             "curve": early_decision_curve(probs, data.y), "samples": int(sum(len(x) for x in data.x)),
             "us_per_sample": 1e6 * seconds / sum(len(x) for x in data.x),
@@ -132,7 +133,9 @@ def pooled(results: list[dict]) -> dict | None:
     curve = np.average(np.stack([r["curve"] for r in results]), axis=0, weights=weights)
     per_subject = {int(s): float(np.mean(pred[subject == s] == y[subject == s])) for s in sorted(set(subject.tolist()))}
     spikes = [r["spikes_per_step"] for r in results]
-    return {"folds": len(results), "subjects": sorted(subjects), "recordings": len(y),
+    k = results[0]["of_folds"]
+    name = f"grouped {k}-fold" if len(results) == k else f"{len(results)} of the {k} folds of a grouped {k}-fold"
+    return {"name": name, "subjects": sorted(subjects), "recordings": len(y),
             "accuracy": float(np.mean(pred == y)), "curve": curve, "per_subject": per_subject,
             "confusion": confusion(y, pred, len(results[0]["classes"])),
             "spikes_per_step": None if None in spikes else
@@ -154,7 +157,8 @@ def plot_curves(panels: dict, path, reference: float | None = BURNS_2018) -> Non
     FigureCanvasAgg(fig)
     for ax, (title, curves) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items()):
         for label, curve in curves.items():
-            ax.plot(np.array(FRACTIONS) * 100, np.asarray(curve) * 100, marker="o", ms=3, label=label)
+            ax.plot(np.array(FRACTIONS) * 100, np.asarray(curve) * 100, marker="o", ms=3, label=label,
+                    ls="-" if "fold" in label or not title.startswith("watch") else "--")
         if reference is not None and title.startswith("watch"):
             ax.axhline(reference * 100, color="grey", ls="--", lw=1,
                        label=f"Burns et al. 2018, unseen subjects, full length ({reference:.1%})")
@@ -202,7 +206,7 @@ def report(watch: dict, basic: list[dict], plot_name: str, command: str) -> str:
         if p is None:
             continue
         verdict = "meets" if p["accuracy"] >= BURNS_2018 else "misses"
-        lines += ["", f"### {kind}: grouped {p['folds']}-fold over subjects {', '.join(map(str, p['subjects']))}", "",
+        lines += ["", f"### {kind}: {p['name']}, subjects {', '.join(map(str, p['subjects']))}", "",
                   f"Every recording predicted by the bundle that did not train on its subject: **{_pct(p['accuracy'])}** "
                   f"at full length over {p['recordings']} recordings ({verdict} the 88.9 % target)."
                   + ("" if p["spikes_per_step"] is None else f" Spikes per step: {p['spikes_per_step']:.1f}."), "",
@@ -270,12 +274,16 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     curves = {}
+    # like for like: every bundle whose held-out subjects another model kind was scored on too
+    sets = [tuple(r["held_out_subjects"]) for rows in watch.values() for r in rows]
     for kind, rows in watch.items():
         p = pooled(rows)
-        curves[f"{kind}, {p['folds']}-fold" if p else f"{kind}, subjects {rows[0]['held_out_subjects']}"] = \
-            p["curve"] if p else rows[0]["curve"]
         if p:
-            print(f"{kind}: grouped {p['folds']}-fold accuracy {p['accuracy']:.3f} over {p['recordings']} recordings")
+            curves[f"{kind}, {p['name']}"] = p["curve"]
+            print(f"{kind}: {p['name']}: accuracy {p['accuracy']:.3f} over {p['recordings']} recordings")
+        for r in rows:
+            if not p or sets.count(tuple(r["held_out_subjects"])) > 1:
+                curves[f"{kind}, subjects {', '.join(map(str, r['held_out_subjects']))}"] = r["curve"]
     panels = {"watch: held-out subjects": curves} if curves else {}
     if basic:
         panels["BasicMotions: test split"] = {r["model"]: r["curve"] for r in basic}
