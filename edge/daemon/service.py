@@ -327,6 +327,7 @@ class Daemon:
                 reason = "output_queue_full" if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE else mqtt.error_string(info.rc)
                 self.metrics.publish_errors.inc(reason)
                 return None
+            self.notifier.watchdog(time.monotonic())      # waiting on the broker is not being stuck
             time.sleep(0.005)
 
     def _checkpoint(self) -> None:
