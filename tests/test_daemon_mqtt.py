@@ -19,7 +19,7 @@ import pytest
 
 import edge
 from edge.daemon.payload import decode_outputs_json
-from edge.firmware_sim.mqtt_sim import Faults, device_name, plan, publish
+from edge.firmware_sim.mqtt_sim import Faults, Plan, device_name, plan, publish
 from mqtt_broker import MOSQUITTO, Broker, free_port
 from test_daemon_units import offline
 
@@ -290,7 +290,7 @@ def test_sighup_reload_swaps_the_bundle_keeps_state_and_systemd_hears_it(tmp_pat
     daemon = Daemon(tmp_path, broker.port, watchdog_usec=200_000).wait_ready()
     early = [m for m in p.messages if m[0] < 1.9]
     late = [m for m in p.messages if m[0] >= 1.9]
-    publish(type(p)(early, {}), port=broker.port, client_id="sim-hup", realtime=False)
+    publish(Plan(early, {}), port=broker.port, client_id="sim-hup", realtime=False)
     collector.wait_for(half, 10)
     # the same weights under another path: a bundle swap with an unchanged state layout keeps every device's state
     copy = tmp_path / "copy.onnx"
@@ -300,7 +300,7 @@ def test_sighup_reload_swaps_the_bundle_keeps_state_and_systemd_hears_it(tmp_pat
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.read_notes("RELOADING=1", 10)
     daemon.read_notes("READY=1", 10)
-    publish(type(p)(late, {}), port=broker.port, client_id="sim-hup", realtime=False)
+    publish(Plan(late, {}), port=broker.port, client_id="sim-hup", realtime=False)
     collector.wait_for(want, 10)
     # a bundle that does not load: refused, the running pipeline stays
     daemon.config.write_text(daemon.config.read_text().replace(f'bundle = "{copy}"', 'bundle = "/nonexistent.onnx"'))

@@ -57,15 +57,15 @@ class Histogram:
         self.bounds = sorted(buckets)
         self.values: dict[tuple, list] = {}        # labels -> [bucket counts..., sum, count]
 
-    def observe(self, value: float, *labels, times: int = 1) -> None:
+    def observe(self, value: float, *labels) -> None:
         row = self.values.get(labels)
         if row is None:
             row = self.values[labels] = [0] * len(self.bounds) + [0.0, 0]
         i = bisect.bisect_left(self.bounds, value)
         if i < len(self.bounds):
-            row[i] += times
-        row[-2] += value * times
-        row[-1] += times
+            row[i] += 1
+        row[-2] += value
+        row[-1] += 1
 
     def samples(self):
         for labels, row in sorted(list(self.values.items())):
