@@ -186,15 +186,12 @@ def run_replay(args) -> int:
     """`edge replay dialogue.jsonl --model dialogue-lm`: one JSON object per line, {"user": text} with
     optional "bot" (else the model replies) and "dialogue" (an id: several dialogues interleave, each with
     its own memory). A bad line is one line on stderr (file:line), counted; the others go on."""
-    from .memory import Dialogue  # noqa: F401  (checks the runtime's imports before reading the file)
-
     path = Path(args.input)
     try:
         lines = path.read_bytes().splitlines()
     except OSError as e:
         raise FileNotFoundError(f"{path}: cannot read ({e.strerror})") from None
     dialogues, rows, bad = {}, [], 0
-    args.threads = getattr(args, "threads", 1)
     start = time.perf_counter()
     for no, raw in enumerate(lines, 1):
         if not raw.strip():
