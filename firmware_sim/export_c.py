@@ -24,7 +24,7 @@ def calls() -> dict:
     return {
         K.OP_QUANT: ("edge_quant", "wsf, wsi", 4, "QMAX"),
         K.OP_DEQUANT: ("edge_dequant", "wsi, wsf", 4, None),
-        K.OP_DENSE: ("edge_dense", "wsi, W8, W16, W32", 10, "QMAX"),
+        K.OP_DENSE: ("edge_dense", "wsi, W8, W16, W32", 11, "QMAX"),
         K.OP_AFFINE: ("edge_affine", "wsi, W8, W32", 7, "QMAX"),
         K.OP_ACT: ("edge_act", "wsi, W16", 6, "QMAX"),
         K.OP_ADD: ("edge_add", "wsi", 6, "QMAX"),

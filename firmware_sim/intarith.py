@@ -120,6 +120,7 @@ class _Lowering:
         self.sizes = {"W8": 0, "W16": tables.size, "W32": 0, "WF": 0}
         self.wsi = self.wsf = self.words = 0
         self.regs = {}          # name -> ("q", off, f) | ("f", off)
+        self.spikes = set()     # registers that hold 0/1 spikes (LIF outputs and concats of them)
         self.states = {}        # state name -> (word offset, length, fractional bits or None)
         self.init = {}
         self.rec, self.ops = [], []
@@ -261,6 +262,8 @@ class _Lowering:
             k += m
         f = np.concatenate(fs).astype(np.int64)
         self.regs[op["out"]] = ("q", out, int(f[0]) if np.all(f == f[0]) else f)
+        if all(name in self.spikes for name in op["ins"]):
+            self.spikes.add(op["out"])
 
     def _add(self, op):
         a, fa = self.uniform_reg(op["a"])
@@ -301,16 +304,19 @@ class _Lowering:
         if not self.cal and worst.max() >= 2 ** 31:
             raise ValueError(f"{what}: a 32-bit accumulator could overflow (worst row {int(worst.max())})")
 
-    def matrix(self, op, W, fi, src, out, fo, code, what):
+    def matrix(self, op, W, fi, src, out, fo, code, what, spiking=False):
         """out = act(W·src + b) with W [O, I] float over an input in Q(fi): int8 rows, int32 bias,
-        requantised to Q(fo), or to the table argument Q12 for tanh/sigmoid/gelu."""
+        requantised to Q(fo), or to the table argument Q12 for tanh/sigmoid/gelu. ``spiking``: the
+        input is 0/1 spikes, accumulated at its active inputs only."""
         wq, s = row_scales(W)
         b = np.asarray(self.weights[op["bias"]], np.float64) if op.get("bias") else np.zeros(W.shape[0])
         bq = np.round(b / (s * 2.0 ** -fi)).astype(np.int64)
         self.check_acc(wq, bq, f"{what} {op['weight']}")
         mul, sh = self.requant_table(s, fi, K.Q12 if code in TABLE_ACTS else fo)
+        idx = self.scratch(W.shape[1]) if spiking else -1
         self.emit(K.OP_DENSE, src, out, W.shape[1], W.shape[0], self.const("W8", wq), self.w32(bq), mul, sh, code,
-                  fo, summary=f"{what} {W.shape[0]}x{W.shape[1]} {op.get('act', 'identity')} Q{fi} -> Q{fo}")
+                  fo, idx, summary=f"{what} {W.shape[0]}x{W.shape[1]} {op.get('act', 'identity')} Q{fi} -> Q{fo}"
+                  + (" (spike input: accumulates)" if spiking else ""))
 
     def _dense(self, op):
         code = self._act_code(op.get("act", "identity"))
@@ -318,7 +324,7 @@ class _Lowering:
         xin, fi = self.int_reg(op["in"])
         W, fi = self.fold_formats(W, fi)
         out, fo = self._ireg(op["out"], W.shape[0])
-        self.matrix(op, W, fi, xin, out, fo, code, "dense")
+        self.matrix(op, W, fi, xin, out, fo, code, "dense", op["in"] in self.spikes)
 
     def _conv(self, op):
         """A causal conv as a window of the last k inputs (state: the k − 1 before, in the input's
@@ -336,7 +342,7 @@ class _Lowering:
         if k > 1:
             src = self.scratch(I * k)
             self.emit(K.OP_WINDOW, xin, buf, src, I, k, summary=f"conv window {I}x{k}")
-        self.matrix(op, W, fi, src, out, fo, K.ACT_IDENTITY, "conv")
+        self.matrix(op, W, fi, src, out, fo, K.ACT_IDENTITY, "conv", op["in"] in self.spikes)
 
     def _running_mean(self, op):
         n = self.reg_len[op["out"]]
@@ -430,6 +436,7 @@ class _Lowering:
         xin, fi = self.uniform_reg(op["in"])
         v, fv = self.state(op["state_v"], "q")
         out, _ = self._ireg(op["out"], n, forced=0)
+        self.spikes.add(op["out"])
         k = self.w32(np.round(2.0 ** K.Q15 / tau))
         self.emit(K.OP_LIF, xin, out, n, v, k, self.w32(np.round(thr * 2.0 ** fv)), fi - fv, self.slim(),
                   summary=f"lif {n} Q{fi}, v Q{fv}")

@@ -123,14 +123,26 @@ def dequant(wsi, wsf, src, dst, n, f):
 
 
 @njit(cache=True)
-def dense(wsi, W8, W16, W32, xin, out, I, O, w, b, mul, sh, act, f_out, qmax):
+def dense(wsi, W8, W16, W32, xin, out, I, O, w, b, mul, sh, act, f_out, idx, qmax):
     """out = act(W·x + b): int8 weights [O, I] row-major, int32 bias, per-row M and S to the
-    output format (identity, relu) or to Q12 (tanh, sigmoid)."""
+    output format (identity, relu) or to Q12 (tanh, sigmoid, gelu). idx ≥ 0: x is a 0/1 spike
+    vector; its active inputs are listed at wsi[idx:] once, and each output only accumulates its
+    weights there (synaptic accumulates, no multiplies)."""
+    n = 0
+    if idx >= 0:
+        for i in range(I):
+            if wsi[xin + i] != 0:
+                wsi[idx + n] = i
+                n += 1
     for o in range(O):
         acc = np.int64(W32[b + o])
         row = w + o * I
-        for i in range(I):
-            acc += np.int64(W8[row + i]) * wsi[xin + i]
+        if idx >= 0:
+            for k in range(n):
+                acc += W8[row + wsi[idx + k]]
+        else:
+            for i in range(I):
+                acc += np.int64(W8[row + i]) * wsi[xin + i]
         v = requant(acc, np.int64(W32[mul + o]), W32[sh + o])
         if act == ACT_TANH or act == ACT_SIGMOID or act == ACT_GELU:
             wsi[out + o] = activate(W16, act, v, Q12, f_out, qmax)
@@ -439,7 +451,7 @@ def step_ops(rec, W8, W16, W32, WF, wsi, wsf, si, sf, qmax):
         elif code == OP_DEQUANT:
             dequant(wsi, wsf, r[1], r[2], r[3], r[4])
         elif code == OP_DENSE:
-            dense(wsi, W8, W16, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], qmax)
+            dense(wsi, W8, W16, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], qmax)
         elif code == OP_AFFINE:
             affine(wsi, W8, W32, r[1], r[2], r[3], r[4], r[5], r[6], r[7], qmax)
         elif code == OP_ACT:

@@ -62,11 +62,18 @@ void edge_dequant(const int32_t *wsi, float *wsf, int src, int dst, int n, int f
 }
 
 void edge_dense(int32_t *wsi, const int8_t *W8, const int16_t *W16, const int32_t *W32, int xin, int out, int I,
-                int O, int w, int b, int mul, int sh, int act, int f_out, int32_t qmax) {
+                int O, int w, int b, int mul, int sh, int act, int f_out, int idx, int32_t qmax) {
+    int n = 0;
+    if (idx >= 0)   /* a spike vector: list the active inputs once */
+        for (int i = 0; i < I; i++)
+            if (wsi[xin + i] != 0) wsi[idx + n++] = i;
     for (int o = 0; o < O; o++) {
         const int8_t *row = W8 + w + o * I;
         int32_t acc = W32[b + o];
-        for (int i = 0; i < I; i++) acc += (int32_t)row[i] * wsi[xin + i];
+        if (idx >= 0)
+            for (int k = 0; k < n; k++) acc += row[wsi[idx + k]];
+        else
+            for (int i = 0; i < I; i++) acc += (int32_t)row[i] * wsi[xin + i];
         i64 v = requant(acc, W32[mul + o], W32[sh + o]);
         if (act == EDGE_ACT_TANH || act == EDGE_ACT_SIGMOID || act == EDGE_ACT_GELU) wsi[out + o] = (int32_t)activate(W16, act, v, 12, f_out, qmax);
         else wsi[out + o] = (int32_t)activate(W16, act, v, f_out, f_out, qmax);

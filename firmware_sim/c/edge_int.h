@@ -15,7 +15,7 @@ enum { EDGE_ACT_IDENTITY, EDGE_ACT_RELU, EDGE_ACT_TANH, EDGE_ACT_SIGMOID, EDGE_A
 void edge_quant(const float *wsf, int32_t *wsi, int src, int dst, int n, int f, int32_t qmax);
 void edge_dequant(const int32_t *wsi, float *wsf, int src, int dst, int n, int f);
 void edge_dense(int32_t *wsi, const int8_t *W8, const int16_t *W16, const int32_t *W32, int xin, int out, int I,
-                int O, int w, int b, int mul, int sh, int act, int f_out, int32_t qmax);
+                int O, int w, int b, int mul, int sh, int act, int f_out, int idx, int32_t qmax);
 void edge_affine(int32_t *wsi, const int8_t *W8, const int32_t *W32, int xin, int out, int n, int w, int b, int mul,
                  int sh, int32_t qmax);
 void edge_act(int32_t *wsi, const int16_t *W16, int src, int out, int n, int act, int f_in, int f_out, int32_t qmax);
