@@ -53,7 +53,8 @@ def metric(rec, res, meta) -> dict | None:
         return {**out, "labelled_samples": 0}
     hit = pred[scored] == truth[rows][scored]
     correct_from = rows[scored][decided_since(hit)] if hit[-1] else None
-    return {**out, "labelled_samples": int(scored.sum()), "label_at_end": classes[truth[last]] if truth[last] >= 0 else None,
+    return {**out, "labelled_samples": int(scored.sum()),
+            "label_at_end": classes[truth[last]] if truth[last] >= 0 else None,
             "correct_at_end": bool(truth[last] >= 0 and pred[-1] == truth[last]),
             "accuracy_over_time": float(hit.mean()),
             "correct_from_s": None if correct_from is None else float(res.t[correct_from] - res.t[0])}
@@ -66,7 +67,8 @@ def summary_lines(m: dict) -> list[str]:
         return lines
     if not m["labelled_samples"]:
         return lines + ["accuracy    n/a: the label column is empty"]
-    end = "correct" if m["correct_at_end"] else f"wrong (label {m['label_at_end']})"
+    end = ("not labelled" if m["label_at_end"] is None else
+           "correct" if m["correct_at_end"] else f"wrong (label {m['label_at_end']})")
     since = "" if m["correct_from_s"] is None else f"; right from {m['correct_from_s']:.1f} s on"
     return lines + [f"accuracy    at the end: {end}; over time {100 * m['accuracy_over_time']:.1f} % of "
                     f"{m['labelled_samples']:,} labelled samples{since}"]

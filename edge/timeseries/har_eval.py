@@ -111,7 +111,8 @@ def score_bundle(path, data: Recordings, engine: str = "auto") -> dict:
     pred = np.array([p[-1].argmax() for p in probs])
     config = (model.meta.get("model") or {}).get("config") or {}
     return {"bundle": str(path), "name": model.meta.get("name"), "model": config.get("model"),
-            "of_folds": config.get("folds"), "engine": model.engine, "held_out_subjects": held, "index": index, "y": data.y, "pred": pred,
+            "of_folds": config.get("folds"), "engine": model.engine, "held_out_subjects": held, "index": index,
+            "y": data.y, "pred": pred,
             "subject": data.subject, "accuracy": float(np.mean(pred == data.y)),
             "curve": early_decision_curve(probs, data.y), "samples": int(sum(len(x) for x in data.x)),
             "us_per_sample": 1e6 * seconds / sum(len(x) for x in data.x),
