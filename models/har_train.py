@@ -147,6 +147,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if not 2 <= args.folds <= 10:
+        ap.error(f"--folds {args.folds}: the watch data has 10 subjects, so 2 to 10 folds")
+    if not 0 <= args.fold < args.folds:
+        ap.error(f"--fold {args.fold}: choose 0 to {args.folds - 1} (--folds {args.folds})")
     for key, value in DEFAULTS[args.model].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
