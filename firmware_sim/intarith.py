@@ -371,12 +371,14 @@ class _Lowering:
         self.emit(K.OP_AFFINE, xin, out, n, self.const("W8", wq), self.w32(bq), mul, sh,
                   summary=f"affine {n} {qname(fi)} -> Q{fo}")
 
+    def cell(self, op, gates):
+        """A recurrent cell's input weights [gates·H, I], recurrent weights [gates·H, H], I, H, and
+        its input register."""
+        w_ih, w_hh = (np.asarray(self.weights[op[k]], np.float64) for k in ("w_ih", "w_hh"))
+        return (w_ih, w_hh, w_ih.shape[1], w_ih.shape[0] // gates, *self.uniform_reg(op["in"]))
+
     def _lstm(self, op):
-        w_ih = np.asarray(self.weights[op["w_ih"]], np.float64)
-        w_hh = np.asarray(self.weights[op["w_hh"]], np.float64)
-        H4, I = w_ih.shape
-        H = H4 // 4
-        xin, fi = self.uniform_reg(op["in"])
+        w_ih, w_hh, I, H, xin, fi = self.cell(op, 4)
         wq, s = row_scales(np.concatenate([w_ih, w_hh], axis=1))
         bq = np.round(np.asarray(self.weights[op["bias"]], np.float64) / (s * 2.0 ** -fi)).astype(np.int64)
         self.check_acc(wq[:, :I], bq, f"lstm {op['w_ih']}")
@@ -393,11 +395,7 @@ class _Lowering:
                   self.slim(), tmp, summary=f"lstm H={H} I={I} Q{fi}, h Q15, c Q{fc}")
 
     def _gru(self, op):
-        w_ih = np.asarray(self.weights[op["w_ih"]], np.float64)
-        w_hh = np.asarray(self.weights[op["w_hh"]], np.float64)
-        H3, I = w_ih.shape
-        H = H3 // 3
-        xin, fi = self.uniform_reg(op["in"])
+        w_ih, w_hh, I, H, xin, fi = self.cell(op, 3)
         h, _ = self.state(op["state_h"], "q", forced=K.Q15)
         parts = []
         for w, b, f in ((w_ih, op["b_ih"], fi), (w_hh, op["b_hh"], K.Q15)):
