@@ -140,7 +140,7 @@ def markdown(results: dict, wall_s: float) -> str:
         for h in (*HORIZONS, "avg"):
             out.append(f"| {h} | " + " | ".join(_fmt(rows[m].get(h)) for m in METHODS) + f" | {losses(rows, h)} |")
         out.append("")
-        if "S4" in rows:
+        if rows["S4"]:
             worse = [h for h in HORIZONS if rows["ours"][h][0] >= rows["S4"][h][0]]
             targets.append(f"- {dataset} {setting}: better MSE than S4's published numbers at "
                            + ("every horizon" if not worse else f"all horizons but {', '.join(map(str, worse))}"))
