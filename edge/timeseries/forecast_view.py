@@ -29,50 +29,54 @@ def normaliser(meta, channels: int):
     return mean, std
 
 
-def step_errors(actual, forecast, origins_ok, step: int):
-    """Squared and absolute errors [N−1−step, C] of the forecasts `step` rows ahead (0 = next row), NaN
-    where the origin is not scored or the target is unknown; actual [N, C], forecast [N, H, C]."""
-    n = len(actual) - 1 - step
-    err = forecast[:n, step] - actual[1 + step:]
-    err[~origins_ok[:n]] = np.nan
-    return err
+class Forecasts:
+    """A replay's forecasts against the recording, in the bundle's normalised space. The [N, H, C]
+    forecasts stay the replay's float32 rows (a view); each step is normalised when it is scored."""
 
+    def __init__(self, rec, res, meta):
+        self.names, self.horizon = layout(meta)
+        self.mean, self.std = normaliser(meta, len(self.names))
+        self.actual = (select_inputs(rec, meta, "forecast").astype(np.float64) - self.mean) / self.std  # [N, C]
+        self.y = res.y.reshape(len(res.y), self.horizon, len(self.names))
+        self.ok = ~res.held & np.all(np.isfinite(res.y), axis=1)   # origins that are scored
 
-def errors_by_horizon(actual, forecast, origins_ok, horizons, with_baseline=True):
-    """{H: (mse, mae, origins)} of `forecast` and of repeat-last over origins t ≤ N−1−H, steps 1..H."""
-    n = len(actual)
-    horizons = [h for h in horizons if h <= forecast.shape[1] and h < n]
-    sums = {h: np.zeros(4) for h in horizons}          # Σ se, Σ ae, Σ se (repeat-last), count
-    for step in range(max(horizons, default=0)):
-        e = step_errors(actual, forecast, origins_ok, step)
-        r = actual[:len(e)] - actual[1 + step:]
-        ok = np.isfinite(e) & np.isfinite(r)
-        se, ae, re = (np.cumsum(np.where(ok, v, 0.0).sum(1)) for v in (e * e, np.abs(e), r * r))
-        count = np.cumsum(ok.sum(1))
-        for h in horizons:
-            if step < h:
-                last = n - 1 - h                            # the last origin with all h targets
-                sums[h] += (se[last], ae[last], re[last], count[last])
-    return {h: (s[0] / s[3], s[1] / s[3], s[2] / s[3], int(s[3] // (h * forecast.shape[2])))
-            for h, s in sums.items() if s[3] > 0}
+    def at(self, step: int):
+        """Normalised forecasts made `step` rows ahead (0 = next row) from every origin: [N, C]."""
+        return (self.y[:, step].astype(np.float64) - self.mean) / self.std
 
+    def errors(self, step: int):
+        """Errors [N−1−step, C] of the forecasts `step` rows ahead, NaN where the origin is not scored
+        or the target is unknown."""
+        n = len(self.actual) - 1 - step
+        err = self.at(step)[:n] - self.actual[1 + step:]
+        err[~self.ok[:n]] = np.nan
+        return err
 
-def _arrays(rec, res, meta):
-    names, horizon = layout(meta)
-    mean, std = normaliser(meta, len(names))
-    actual = (select_inputs(rec, meta, "forecast").astype(np.float64) - mean) / std
-    forecast = (res.y.astype(np.float64).reshape(len(res.y), horizon, len(names)) - mean) / std
-    ok = ~res.held & np.all(np.isfinite(res.y), axis=1)
-    return names, actual, forecast, ok
+    def by_horizon(self, horizons):
+        """{H: (mse, mae, repeat-last mse, origins)} over origins t ≤ N−1−H, steps 1..H."""
+        n = len(self.actual)
+        horizons = [h for h in horizons if h <= self.horizon and h < n]
+        sums = {h: np.zeros(4) for h in horizons}          # Σ se, Σ ae, Σ se (repeat-last), count
+        for step in range(max(horizons, default=0)):
+            e = self.errors(step)
+            r = self.actual[:len(e)] - self.actual[1 + step:]
+            ok = np.isfinite(e) & np.isfinite(r)
+            se, ae, re = (np.cumsum(np.where(ok, v, 0.0).sum(1)) for v in (e * e, np.abs(e), r * r))
+            count = np.cumsum(ok.sum(1))
+            for h in horizons:
+                if step < h:
+                    last = n - 1 - h                            # the last origin with all h targets
+                    sums[h] += (se[last], ae[last], re[last], count[last])
+        return {h: (s[0] / s[3], s[1] / s[3], s[2] / s[3], int(s[3] // (h * len(self.names))))
+                for h, s in sums.items() if s[3] > 0}
 
 
 def metric(rec, res, meta) -> dict | None:
-    names, horizon = layout(meta)
     if len(res.y) != len(rec) or res.resampled_to_hz is not None:
         return None  # rows are not the model's steps: a horizon in rows would not be one in steps
-    names, actual, forecast, ok = _arrays(rec, res, meta)
-    table = errors_by_horizon(actual, forecast, ok, sorted({h for h in REPORTED if h <= horizon} | {horizon}))
-    return {"horizon": horizon, "channels": names, "space": "normalised (bundle's train statistics)",
+    f = Forecasts(rec, res, meta)
+    table = f.by_horizon(sorted({h for h in REPORTED if h <= f.horizon} | {f.horizon}))
+    return {"horizon": f.horizon, "channels": f.names, "space": "normalised (bundle's train statistics)",
             "by_horizon": {str(h): {"mse": mse, "mae": mae, "repeat_last_mse": rl, "origins": k}
                            for h, (mse, mae, rl, k) in table.items()}}
 
@@ -92,39 +96,37 @@ def plot(rec, res, path, title: str, metric, meta) -> None:
     """Top: the last channel (OT for ETT) and its forecast 1 and H/… steps ahead over the whole
     recording; middle: the last 3 horizons with fans of forecasts from 4 origins; bottom: error by step."""
     from matplotlib.figure import Figure
-    names, actual, forecast, ok = _arrays(rec, res, meta)
-    mean, std = normaliser(meta, len(names))
-    c = len(names) - 1
-    horizon = forecast.shape[1]
-    raw = actual[:, c] * std[c] + mean[c]
+    f = Forecasts(rec, res, meta)
+    c = len(f.names) - 1
+    raw = f.actual[:, c] * f.std[c] + f.mean[c]
     rows = np.arange(len(raw))
     fig = Figure(figsize=(12, 9), layout="constrained")
     ax1, ax2, ax3 = fig.subplots(3, 1)
-    ax1.plot(rows, raw, color="k", lw=0.8, label=f"{names[c]} actual")
-    for step in sorted({1, min(24, horizon)}):
+    ax1.plot(rows, raw, color="k", lw=0.8, label=f"{f.names[c]} actual")
+    for step in sorted({1, min(24, f.horizon)}):
         ahead = np.full(len(raw), np.nan)
-        ahead[step:] = np.where(ok[:-step], forecast[:-step, step - 1, c], np.nan) * std[c] + mean[c]
+        ahead[step:] = np.where(f.ok[:-step], f.y[:-step, step - 1, c], np.nan)
         ax1.plot(rows, ahead, lw=0.8, alpha=0.8, label=f"forecast made {step} row(s) earlier")
     ax1.set_title(title, fontsize=10)
     ax1.set_xlabel("row")
     ax1.legend(fontsize=8, loc="upper right")
 
-    start = max(0, len(raw) - 3 * horizon - 1)
+    start = max(0, len(raw) - 3 * f.horizon - 1)
     ax2.plot(rows[start:], raw[start:], color="k", lw=1.0, label="actual")
-    for t in np.linspace(start, max(start, len(raw) - 1 - horizon // 2), 4).astype(int):
-        if ok[t]:
-            steps = rows[t + 1:t + 1 + horizon]
-            ax2.plot(steps, forecast[t, :len(steps), c] * std[c] + mean[c], lw=1.2, label=f"forecast from row {t}")
+    for t in np.linspace(start, max(start, len(raw) - 1 - f.horizon // 2), 4).astype(int):
+        if f.ok[t]:
+            steps = rows[t + 1:t + 1 + f.horizon]
+            ax2.plot(steps, f.y[t, :len(steps), c], lw=1.2, label=f"forecast from row {t}")
             ax2.axvline(t, color="grey", lw=0.5, ls=":")
     ax2.set_xlabel("row")
-    ax2.set_ylabel(names[c])
+    ax2.set_ylabel(f.names[c])
     ax2.legend(fontsize=8, loc="upper left")
 
-    steps = np.arange(1, min(horizon, len(raw) - 1) + 1)
+    steps = np.arange(1, min(f.horizon, len(raw) - 1) + 1)
     ours, last = np.empty(len(steps)), np.empty(len(steps))
     for s in steps:
-        e = step_errors(actual, forecast, ok, s - 1)
-        r = actual[:len(e)] - actual[s:]
+        e = f.errors(s - 1)
+        r = f.actual[:len(e)] - f.actual[s:]
         good = np.isfinite(e) & np.isfinite(r)
         ours[s - 1], last[s - 1] = np.mean(e[good] ** 2), np.mean(r[good] ** 2)
     ax3.plot(steps, ours, label="ours")
