@@ -287,3 +287,18 @@ def test_benchmark_item_check_is_model_independent(decoder):
     assert not bench.run_grocery(decoder, StreamingLLM(4), length // 4, episode)[1]
     assert bench.run_grocery(decoder, Oracle(4), length // 4, episode)[1]
     assert bench.run_grocery(decoder, FullCache(4), length + 1, episode)[1]
+
+
+def test_show_memory_marks_what_the_memory_still_holds(decoder):
+    """The chat's transcript view: kept tokens as text, evicted ones as dots (ANSI colours on a terminal)."""
+    from edge.dialogue.cli import Transcript
+    d, transcript = Dialogue(decoder, StreamingLLM(4), 24), Transcript()
+    for text in ("user: please buy lemons today .\nbot: ok .\n", "user: it is sunny near the park .\nbot: ok .\n"):
+        d.add_turn(text)
+        transcript.follow(d)
+    assert transcript.count == d.memory.fed and d.stats["evicted_tokens"] > 0
+    plain = transcript.render(d, colour=False)
+    kept = decoder.decode(d.memory.ids[:d.memory.n])
+    assert plain.endswith(kept[-20:]) and "·" in plain and "lemons" not in plain  # the item turn went first
+    coloured = transcript.render(d, colour=True)
+    assert coloured.count("\033[36m") == 4 and "\033[2m" in coloured and "\033[1;32m" in coloured
