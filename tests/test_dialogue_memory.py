@@ -183,6 +183,9 @@ def test_restore_refuses_garbage_and_other_models(tmp_path, decoder, tiny_bundle
     d.memory.save(tmp_path / "other.npz", "another-model")
     with pytest.raises(MemoryFileError, match="another model"):
         Dialogue(decoder, SirLLM(4), 48).restore(tmp_path / "other.npz")
+    np.savez(tmp_path / "partial.npz", format=np.array("edge.dialogue-memory/1"), ids=np.zeros(3))
+    with pytest.raises(MemoryFileError, match="partial.npz: not an edge dialogue memory"):
+        d.restore(tmp_path / "partial.npz")
     d.save(tmp_path / "big.npz")
     with pytest.raises(MemoryFileError, match="slots"):
         Dialogue(decoder, SirLLM(4), 8).restore(tmp_path / "big.npz")

@@ -1,8 +1,8 @@
 """A dialogue's bounded memory: a fixed-slot KV cache, per-token surprisal, eviction at turn boundaries.
 
 `Memory` is the state of one stream: B slots per layer (keys and values [layers, 1, heads, B, head_dim],
-preallocated; the valid ones are the first n, so n is the validity mask) and, per slot, the token id, its place in the dialogue, its turn, its
-surprisal, the released-code score and a protected flag. Valid slots are always a prefix 0..n-1 in
+preallocated; the valid ones are the first n, so n is the validity mask) and, per slot, the token id,
+its place in the dialogue, its turn, its surprisal, the released-code score and a protected flag. Valid slots are always a prefix 0..n-1 in
 the order the tokens came (an eviction compacts the survivors), so the model's position of a cached key
 (its rank among valid slots) is its slot index; new tokens go to n, n+1, ... The decoder is given the
 n valid slots with an all-ones `attention_mask`.
@@ -50,8 +50,9 @@ class Memory:
         self.last_logp = None              # log p(· | everything fed): scores the next turn's first token
 
     def bytes_per_slot(self, with_scores: bool) -> int:
-        """KV plus a token id (int16 would do for a vocabulary ≤ 65,536: 2 bytes); a scoring policy also stores
-        a float32 score and an int32 turn."""
+        """Bytes of a slot as a device would store it (the arrays here are wider, for analysis): the KV in
+        float32, a 2-byte token id (a vocabulary ≤ 65,536); a scoring policy adds a float32 score and an
+        int32 turn."""
         return self.shape.kv_bytes_per_token + 2 + (8 if with_scores else 0)
 
     def _run(self, decoder: Decoder, ids: np.ndarray):
@@ -125,7 +126,8 @@ class Memory:
                 data = {k: f[k] for k in f.files}
         except (OSError, ValueError, EOFError) as e:
             raise MemoryFileError(f"memory file {path}: cannot read ({type(e).__name__}: {e})") from None
-        if str(data.get("format")) != FORMAT:
+        needed = {"format", "fingerprint", "fed", "keys", "values", "last_logp", *self.PER_SLOT}
+        if str(data.get("format")) != FORMAT or not needed <= set(data):
             raise MemoryFileError(f"memory file {path}: not an edge dialogue memory ({FORMAT})")
         if str(data["fingerprint"]) != fingerprint:
             raise MemoryFileError(f"memory file {path}: saved with another model (fingerprint "
@@ -133,6 +135,9 @@ class Memory:
         n = len(data["ids"])
         if n > self.slots:
             raise MemoryFileError(f"memory file {path}: holds {n} tokens, this memory has {self.slots} slots")
+        kv = self.keys[:, :, :, :n].shape
+        if data["keys"].shape != kv or data["values"].shape != kv or any(len(data[k]) != n for k in self.PER_SLOT):
+            raise MemoryFileError(f"memory file {path}: arrays of the wrong shape (damaged)")
         self.n, self.fed = n, int(data["fed"])
         self.keys[:, :, :, :n], self.values[:, :, :, :n] = data["keys"], data["values"]
         for name in self.PER_SLOT:
