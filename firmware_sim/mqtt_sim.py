@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -177,7 +178,12 @@ def plan(devices: int = 20, rate_hz: float = 200.0, duration_s: float = 10.0, *,
 def publish(p: Plan, host: str = "127.0.0.1", port: int = 1883, *, qos: int = 1, client_id: str = "edge-sim",
             realtime: bool = True, progress: bool = False, timeout_s: float = 60.0) -> dict:
     """Send a plan's messages at their due times (as fast as possible with ``realtime=False``).
-    QoS 1 messages are kept and re-sent by paho across broker outages; returns counts."""
+    QoS 1 messages are kept and re-sent by paho across broker outages; returns counts.
+
+    Order across a reconnect: paho calls on_connect and only then re-sends what it holds, so a message
+    published in between overtakes that backlog (seen here: a device's samples 2.5-9.2 s arriving after
+    its 9.2 s message). While the broker is away we therefore publish nothing, and after the reconnect
+    we wait until the broker has the backlog: like a careful device, the simulator keeps its order."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -187,6 +193,9 @@ def publish(p: Plan, host: str = "127.0.0.1", port: int = 1883, *, qos: int = 1,
     c.reconnect_delay_set(0.2, 2.0)
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(50000)
+    connected = threading.Event()
+    c.on_connect = lambda client, userdata, flags, reason, props: None if reason.is_failure else connected.set()
+    c.on_disconnect = lambda *args: connected.clear()
     c.connect_async(host, port, keepalive=30)
     c.loop_start()
     bar = None
@@ -196,12 +205,23 @@ def publish(p: Plan, host: str = "127.0.0.1", port: int = 1883, *, qos: int = 1,
     start = time.monotonic()
     waits = 0
     infos = []
+
+    def backlog_delivered(until: float) -> list:
+        pending = [i for i in infos if not delivered(i)]
+        while pending and time.monotonic() < until:
+            time.sleep(0.01)
+            pending = [i for i in pending if not delivered(i)]
+        return pending
+
     try:
         for due, topic, payload, _ in p.messages:
             if realtime:
                 delay = start + due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            if not connected.is_set():                 # broker away: hold on, then let the backlog go first
+                connected.wait(timeout_s)
+                infos = backlog_delivered(time.monotonic() + timeout_s)
             while True:
                 info = c.publish(topic, payload, qos=qos)
                 if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN) and (qos or info.rc == 0):
@@ -214,10 +234,7 @@ def publish(p: Plan, host: str = "127.0.0.1", port: int = 1883, *, qos: int = 1,
                 infos.append(info)
             if bar is not None:
                 bar.update()
-        deadline = time.monotonic() + timeout_s
-        while infos and time.monotonic() < deadline:      # until the broker has every QoS 1 message
-            infos = [i for i in infos if not delivered(i)]
-            time.sleep(0.01)
+        infos = backlog_delivered(time.monotonic() + timeout_s)      # until the broker has every QoS 1 message
     finally:
         if bar is not None:
             bar.close()

@@ -156,13 +156,15 @@ def expected(model, p):
     return {d: offline(model, t, x, GAP_S) for d, (t, x) in p.accepted.items()}
 
 
-def check_outputs(collector, want, exactly_once=True):
+def check_outputs(collector, want, exactly_once=True, context=""):
     for device, (t, y) in want.items():
         got_t, got_y = collector.outputs(device)
+        missing = np.setdiff1d(t, got_t)
+        where = f"{device}: {len(got_t)} outputs for {len(t)} fed samples, none for t = {missing[:10]} {context}"
         if exactly_once:        # one output per fed sample, in order
-            assert np.array_equal(got_t, t), f"{device}: {len(got_t)} outputs for {len(t)} fed samples"
+            assert np.array_equal(got_t, t), where
         else:                   # at least once: every copy right, every sample covered
-            assert np.array_equal(np.unique(got_t), t), f"{device}: outputs do not cover the fed samples"
+            assert np.array_equal(np.unique(got_t), t), where
         idx = np.searchsorted(t, got_t)
         assert np.abs(got_y - y[idx]).max() < 1e-5, device
 
@@ -231,7 +233,7 @@ def test_broker_down_five_seconds_then_back_loses_nothing(tmp_path, broker, mode
     collector.close()
     assert m["edge_mqtt_connects_total"] >= 2 and m["edge_mqtt_connected"] == 1
     assert "session present: True" in daemon.log_text()      # the broker kept our session through its restart
-    check_outputs(collector, want, exactly_once=False)
+    check_outputs(collector, want, exactly_once=False, context=str({k: v for k, v in m.items() if "samples" in k}))
 
 
 def test_faults_are_counted_and_do_not_touch_the_good_devices(tmp_path, broker, model):

@@ -187,7 +187,7 @@ class Daemon:
         self.inbox = Inbox(self.cfg.limits.queue_messages)
         self.batches: deque[Batch] = deque()
         self.unacked = 0
-        self.generation = 0
+        self.generation = self.published_generation = 0     # connections so far; the one we last published on
         self.subscribed = threading.Event()
         self.stop_requested = self.reload_requested = False
         self.last_checkpoint = self.last_stats = time.monotonic()
@@ -318,6 +318,13 @@ class Daemon:
     def _send(self, topic: str, payload: bytes, qos: int):
         """Publish, waiting for room in paho's bounded queue; None when the result is dropped."""
         deadline = time.monotonic() + self.cfg.limits.output_wait_s
+        if self.published_generation != self.generation:
+            # paho calls on_connect before it re-sends what it holds: a publish in between would overtake
+            # that backlog and break the per-device order of outputs, so let the backlog go first
+            while time.monotonic() < deadline and not all(delivered(i) for b in self.batches for i in b.outputs):
+                self.notifier.watchdog(time.monotonic())
+                time.sleep(0.005)
+            self.published_generation = self.generation
         while True:
             info = self.client.publish(topic, payload, qos=qos)
             # QoS 1 without a connection is kept by paho and sent after the reconnect
