@@ -275,16 +275,13 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     curves = {}
-    # like for like: every bundle whose held-out subjects another model kind was scored on too
-    sets = [tuple(r["held_out_subjects"]) for rows in watch.values() for r in rows]
-    for kind, rows in watch.items():
+    for kind, rows in watch.items():  # a kind's k-fold curve, or each of its bundles without one
         p = pooled(rows)
         if p:
             curves[f"{kind}, {p['name']}"] = p["curve"]
             print(f"{kind}: {p['name']}: accuracy {p['accuracy']:.3f} over {p['recordings']} recordings")
-        for r in rows:
-            if not p or sets.count(tuple(r["held_out_subjects"])) > 1:
-                curves[f"{kind}, subjects {', '.join(map(str, r['held_out_subjects']))}"] = r["curve"]
+        else:
+            curves.update({f"{kind}, subjects {', '.join(map(str, r['held_out_subjects']))}": r["curve"] for r in rows})
     panels = {"watch: held-out subjects": curves} if curves else {}
     if basic:
         panels["BasicMotions: test split"] = {r["model"]: r["curve"] for r in basic}
