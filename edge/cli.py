@@ -164,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="folder for the bundles (default: a temporary folder)")
     d.set_defaults(func=cmd_demo)
     # commands of other subsystems: each module's add_subparser(sub) adds its parser (cheap imports only)
-    from .dialogue.cli import add_subparser as add_chat; add_chat(sub)
     from .firmware_sim.fit import add_subparser as add_fit; add_fit(sub)
     from .firmware_sim.export_c import add_subparser as add_export_c; add_export_c(sub)
+    from .dialogue.cli import add_subparser as add_chat; add_chat(sub)
     from .daemon.cli import add_subparser as add_run; add_run(sub)
     from .firmware_sim.mqtt_sim import add_subparser as add_sim; add_sim(sub)
     return p

@@ -438,7 +438,9 @@ def _parse_cells_slowly(path, data, fields, names, ends_with_newline):
     return values, False
 
 
-def _read_jsonl(path: Path) -> _Raw:
+def _json_objects(path: Path):
+    """The lines of a JSON-lines file as objects: (rows [(line, text)], objects, warnings), by the
+    truncated-last-line rule."""
     text = _read_text(path)
     rows = [(i + 1, s.strip()) for i, s in enumerate(text.split("\n")) if s.strip()]
     if not rows:
@@ -456,7 +458,11 @@ def _read_jsonl(path: Path) -> _Raw:
         if not isinstance(o, dict):
             raise RecordingError(f"expected a JSON object per line, got {type(o).__name__}", path, ln)
         objs.append(o)
-    rows = rows[:len(objs)]
+    return rows[:len(objs)], objs, warn
+
+
+def _read_jsonl(path: Path) -> _Raw:
+    rows, objs, warn = _json_objects(path)
     first_ln, first = rows[0][0], objs[0]
     missing = [k for k in ("acc", "gyr") if k not in first]
     if missing:
@@ -513,24 +519,8 @@ def _read_jsonl(path: Path) -> _Raw:
 
 def _read_jsonl_channels(path: Path, required: list[str]) -> _Raw:
     """JSON lines of another sensor: one object per line with a number (or null) per channel."""
-    text = _read_text(path)
-    rows = [(i + 1, s.strip()) for i, s in enumerate(text.split("\n")) if s.strip()]
-    if not rows:
-        raise RecordingError("empty file", path)
-    warn: list[str] = []
-    objs = []
-    for k, (ln, s) in enumerate(rows):
-        try:
-            o = json.loads(s)
-        except json.JSONDecodeError as e:
-            if k == len(rows) - 1 and k > 0:
-                warn.append(f"{path}, line {ln}: truncated last line (not a complete JSON object) dropped")
-                break
-            raise RecordingError(f"not valid JSON ({e.msg} at column {e.colno})", path, ln) from None
-        if not isinstance(o, dict):
-            raise RecordingError(f"expected a JSON object per line, got {type(o).__name__}", path, ln)
-        objs.append({str(key).lower(): v for key, v in o.items()})
-    rows = rows[:len(objs)]
+    rows, objs, warn = _json_objects(path)
+    objs = [{str(key).lower(): v for key, v in o.items()} for o in objs]
     first = objs[0]
     missing = [c for c in required if c not in first]
     if missing:

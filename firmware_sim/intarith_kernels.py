@@ -16,9 +16,10 @@ Number formats
 * State words are int32 with per-state fractional bits and their own limit (``slim``): the LSTM
   cell c, the LMU memory m, the LIF potential v. The LSTM h is Q15.
 
-Floats (attitude filter, tilt correction) are float32 scalar code with no fastmath; sin, cos and
-atan2 are the Cephes single-precision polynomials written out below (no libm), so that C compiled
-with ``-ffp-contract=off`` computes the same bits on any IEEE float32 machine. sqrt is IEEE (exact).
+Floats (attitude filter, tilt correction) are float32 scalar code with no fastmath: the engine's own
+filter update (`edge.engine.kernels.attitude_update`) with sin, cos and atan2 from
+`edge.engine.trig32` (Cephes single-precision polynomials, no libm), so that C compiled with
+``-ffp-contract=off`` computes the same bits on any IEEE float32 machine. sqrt is IEEE (exact).
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ import math
 import numpy as np
 from numba import njit
 
-from edge.engine.kernels import (_EPS12, _EPS24, _HALF, _ONE, _TWO, _ZERO, F32, _get3, _lerp3, _put3, _unit3,
-                                 clamp_min, level_to_up, norm3, norm4, quat_conj, quat_mul, quat_rotate)
+from edge.engine.kernels import (_HALF, _ONE, F32, _get3, _put3, attitude_update, norm4, quat_exp32,
+                                 quat_mul)
 
 # record: opcode + up to 15 int64 fields (offsets into the typed arrays, sizes, formats)
 REC = 16
@@ -276,146 +277,16 @@ def softmax(wsi, W16, xin, out, n, f_in):
         wsi[out + j] = (np.int64(wsi[out + j]) << Q15) // total
 
 
-# ---- float32 ops without libm ------------------------------------------------------------------
-_FOPI = F32(1.27323954473516)
-_DP1, _DP2, _DP3 = F32(0.78515625), F32(2.4187564849853515625e-4), F32(3.77489497744594108e-8)
-_S1, _S2, _S3 = F32(-1.9515295891e-4), F32(8.3321608736e-3), F32(-1.6666654611e-1)
-_C1, _C2, _C3 = F32(2.443315711809948e-5), F32(-1.388731625493765e-3), F32(4.166664568298827e-2)
-_T1, _T2, _T3, _T4 = F32(8.05374449538e-2), F32(-1.38776856032e-1), F32(1.99777106478e-1), F32(-3.33329491539e-1)
-_PIO2, _PIO4, _PI = F32(1.5707963267948966), F32(0.7853981633974483), F32(3.141592653589793)
-_TAN3PI8, _TANPI8 = F32(2.414213562373095), F32(0.4142135623730950)
-
-
-@njit(cache=True)
-def _reduce(x):
-    """Cephes: x ≥ 0 -> octant j (0..7) and z = x − j·π/4 (three-part π/4)."""
-    j = np.int32(_FOPI * x)
-    y = F32(j)
-    if j & 1:
-        j += 1
-        y += _ONE
-    j = j & 7
-    z = ((x - y * _DP1) - y * _DP2) - y * _DP3
-    return j, z
-
-
-@njit(cache=True)
-def _sin_poly(z):
-    zz = z * z
-    return ((_S1 * zz + _S2) * zz + _S3) * zz * z + z
-
-
-@njit(cache=True)
-def _cos_poly(z):
-    zz = z * z
-    return ((_C1 * zz + _C2) * zz + _C3) * zz * zz - _HALF * zz + _ONE
-
-
-@njit(cache=True)
-def sin32(x):
-    neg = x < _ZERO
-    j, z = _reduce(-x if neg else x)
-    if j > 3:
-        neg = not neg
-        j -= 4
-    y = _cos_poly(z) if (j == 1 or j == 2) else _sin_poly(z)
-    return -y if neg else y
-
-
-@njit(cache=True)
-def cos32(x):
-    j, z = _reduce(-x if x < _ZERO else x)
-    neg = False
-    if j > 3:
-        neg = True
-        j -= 4
-    if j > 1:
-        neg = not neg
-    y = _sin_poly(z) if (j == 1 or j == 2) else _cos_poly(z)
-    return -y if neg else y
-
-
-@njit(cache=True)
-def atan32(x):
-    neg = x < _ZERO
-    a = -x if neg else x
-    if a > _TAN3PI8:
-        y = _PIO2
-        a = -(_ONE / a)
-    elif a > _TANPI8:
-        y = _PIO4
-        a = (a - _ONE) / (a + _ONE)
-    else:
-        y = _ZERO
-    z = a * a
-    y = y + ((((_T1 * z + _T2) * z + _T3) * z + _T4) * z * a + a)
-    return -y if neg else y
-
-
-@njit(cache=True)
-def atan2_32(y, x):
-    if x > _ZERO:
-        return atan32(y / x)
-    if x < _ZERO:
-        return atan32(y / x) + (_PI if y >= _ZERO else -_PI)
-    return _PIO2 if y > _ZERO else (-_PIO2 if y < _ZERO else _ZERO)
-
-
-@njit(cache=True)
-def quat_exp32(r):
-    """[cos(|r|/2), sin(|r|/2)·r/max(|r|, 1e-12)] with the polynomial sin and cos."""
-    angle = norm3(r[0], r[1], r[2])
-    half = angle / _TWO
-    f = sin32(half) / clamp_min(angle, _EPS12)
-    return (cos32(half), r[0] * f, r[1] * f, r[2] * f)
-
-
 @njit(cache=True)
 def attitude(wsf, sf, WF, xin, qo, go, cst, st):
-    """models/attitude.py attitude_filter_step for one stream, in the order of operations of the
-    engine's kernel (edge/engine/kernels.py attitude_rows) but with sin32/cos32/atan2_32 for libm.
-    27 state words from st: q 4, then bias x1 x2 y1 y2 gyr_lp acc_lp (3 each), rest, started."""
+    """The engine's attitude filter update (edge/engine/kernels.py attitude_update) for one stream,
+    libm-free. 27 state words from st: q 4, then bias x1 x2 y1 y2 gyr_lp acc_lp (3 each), rest, started."""
     X = wsf[xin:xin + 6]
     B = sf[st + 4:st + 25].reshape((7, 3)).T   # _get3(B, k): the k-th 3-vector after q
-    C = WF[cst:cst + 13]
-    dt, b0, b1, b2, a1, a2 = C[0], C[1], C[2], C[3], C[4], C[5]
-    k_rest, k_bias_rest, rest_gyr, rest_acc, rest_time, k_bias, rest_gyr3 = C[6], C[7], C[8], C[9], C[10], C[11], C[12]
-    acc = (X[0], X[1], X[2])
-    gyr = (X[3], X[4], X[5])
-    if sf[st + 26] < _HALF:  # fresh: the first sample levels the filter from the accelerometer
-        q = level_to_up(_unit3(acc))
-        a_up = quat_rotate(q, acc)
-        x1, x2, y1, y2, acc_lp = a_up, a_up, a_up, a_up, acc
-    else:
-        q = (sf[st], sf[st + 1], sf[st + 2], sf[st + 3])
-        x1, x2, y1, y2, acc_lp = _get3(B, 1), _get3(B, 2), _get3(B, 3), _get3(B, 4), _get3(B, 6)
-    bias = _get3(B, 0)
-    gyr_lp = _lerp3(_get3(B, 5), k_rest, gyr)
-    acc_lp = _lerp3(acc_lp, k_rest, acc)
-    still = (norm3(gyr_lp[0] - bias[0], gyr_lp[1] - bias[1], gyr_lp[2] - bias[2]) < rest_gyr) \
-        & (norm3(acc[0] - acc_lp[0], acc[1] - acc_lp[1], acc[2] - acc_lp[2]) < rest_acc) \
-        & (norm3(gyr[0] - gyr_lp[0], gyr[1] - gyr_lp[1], gyr[2] - gyr_lp[2]) < rest_gyr3)
-    rest = sf[st + 25] + dt if still else _ZERO
-    if rest > rest_time:
-        bias = _lerp3(bias, k_bias_rest, gyr_lp)
-    q = quat_mul(q, quat_exp32(((gyr[0] - bias[0]) * dt, (gyr[1] - bias[1]) * dt, (gyr[2] - bias[2]) * dt)))
-    m = norm4(q[0], q[1], q[2], q[3])
-    q = (q[0] / m, q[1] / m, q[2] / m, q[3] / m)
-    ae = quat_rotate(q, acc)
-    y = (b0 * ae[0] + b1 * x1[0] + b2 * x2[0] - a1 * y1[0] - a2 * y2[0],
-         b0 * ae[1] + b1 * x1[1] + b2 * x2[1] - a1 * y1[1] - a2 * y2[1],
-         b0 * ae[2] + b1 * x1[2] + b2 * x2[2] - a1 * y1[2] - a2 * y2[2])
-    x2, x1, y2, y1 = x1, ae, y1, y
-    n = _unit3(y)
-    d = level_to_up(n)
-    q = quat_mul(d, q)
-    x1, x2, y1, y2 = quat_rotate(d, x1), quat_rotate(d, x2), quat_rotate(d, y1), quat_rotate(d, y2)
-    horizontal = math.sqrt(clamp_min(n[0] * n[0] + n[1] * n[1], _EPS24))
-    aps = atan2_32(horizontal, n[2]) / horizontal
-    qc = quat_conj(q)
-    corr = quat_rotate(qc, (n[1] * aps, -n[0] * aps, _ZERO * aps))
-    bias = (bias[0] - k_bias * corr[0], bias[1] - k_bias * corr[1], bias[2] - k_bias * corr[2])
-    grav = quat_rotate(qc, (_ZERO, _ZERO, _ONE))
+    q, grav, bias, x1, x2, y1, y2, gyr_lp, acc_lp, rest = attitude_update(
+        (X[0], X[1], X[2]), (X[3], X[4], X[5]), sf[st + 26] < _HALF, (sf[st], sf[st + 1], sf[st + 2], sf[st + 3]),
+        _get3(B, 0), _get3(B, 1), _get3(B, 2), _get3(B, 3), _get3(B, 4), _get3(B, 5), _get3(B, 6), sf[st + 25],
+        WF[cst:cst + 13], True)
     for k in range(4):
         wsf[qo + k] = q[k]
         sf[st + k] = q[k]

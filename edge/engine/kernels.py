@@ -75,6 +75,8 @@ from numba import njit
 from numba.core import types as _nb_types
 from numba.extending import intrinsic
 
+from .trig32 import atan2_32, cos32, sin32
+
 F32 = np.float32
 FM = {"contract", "nsz"}      # see "Precision" above: never 'reassoc'
 MAX_LANES = 256              # widest chunk of streams run side by side (see numba_engine)
@@ -786,6 +788,15 @@ def quat_exp(r):
 
 
 @njit(cache=True, error_model="numpy")
+def quat_exp32(r):
+    """[cos(|r|/2), sin(|r|/2)·r/max(|r|, 1e-12)] with the polynomial sin and cos."""
+    angle = norm3(r[0], r[1], r[2])
+    half = angle / _TWO
+    f = sin32(half) / clamp_min(angle, _EPS12)
+    return (cos32(half), r[0] * f, r[1] * f, r[2] * f)
+
+
+@njit(cache=True, error_model="numpy")
 def level_to_up(n):
     """[c, n_y/(2c), −n_x/(2c), 0], c = √max((1 + n_z)/2, 1e-12)."""
     c = math.sqrt(clamp_min((_ONE + n[2]) / _TWO, _EPS12))
@@ -818,11 +829,69 @@ def _lerp3(s, k, v):
 
 
 @njit(cache=True, error_model="numpy")
+def attitude_update(acc, gyr, fresh, q, bias, x1, x2, y1, y2, gyr_lp, acc_lp, rest, C, libm_free):
+    """models/attitude.py ``attitude_filter_step`` for one stream, on 3-tuples; returns the new
+    (q, gravity, bias, x1, x2, y1, y2, gyr_lp, acc_lp, rest). ``fresh``: the first sample levels the filter
+    from the accelerometer (the state passed in is ignored). consts C: dt b0 b1 b2 a1 a2 k_rest
+    k_bias_rest rest_gyr rest_acc rest_time k_bias, and 3·rest_gyr (rounded from float64, as torch does).
+    ``libm_free``: sin, cos and atan2 from trig32 (the integer reference and its C) instead of libm."""
+    dt, b0, b1, b2, a1, a2 = C[0], C[1], C[2], C[3], C[4], C[5]
+    k_rest, k_bias_rest, rest_gyr, rest_acc, rest_time, k_bias = C[6], C[7], C[8], C[9], C[10], C[11]
+    rest_gyr3 = C[12]
+    if fresh:
+        q = level_to_up(_unit3(acc))  # (torch computes it every step, and keeps it only here)
+        a_up = quat_rotate(q, acc)
+        x1 = a_up
+        x2 = a_up
+        y1 = a_up
+        y2 = a_up
+        acc_lp = acc
+
+    # rest detection; the gyro reads its bias at rest
+    gyr_lp = _lerp3(gyr_lp, k_rest, gyr)
+    acc_lp = _lerp3(acc_lp, k_rest, acc)
+    still = (norm3(gyr_lp[0] - bias[0], gyr_lp[1] - bias[1], gyr_lp[2] - bias[2]) < rest_gyr) \
+        & (norm3(acc[0] - acc_lp[0], acc[1] - acc_lp[1], acc[2] - acc_lp[2]) < rest_acc) \
+        & (norm3(gyr[0] - gyr_lp[0], gyr[1] - gyr_lp[1], gyr[2] - gyr_lp[2]) < rest_gyr3)
+    rest = rest + dt if still else _ZERO
+    if rest > rest_time:
+        bias = _lerp3(bias, k_bias_rest, gyr_lp)
+
+    # strapdown integration
+    rot = ((gyr[0] - bias[0]) * dt, (gyr[1] - bias[1]) * dt, (gyr[2] - bias[2]) * dt)
+    q = quat_mul(q, quat_exp32(rot) if libm_free else quat_exp(rot))
+    m = norm4(q[0], q[1], q[2], q[3])
+    q = (q[0] / m, q[1] / m, q[2] / m, q[3] / m)
+    ae = quat_rotate(q, acc)
+    y = (b0 * ae[0] + b1 * x1[0] + b2 * x2[0] - a1 * y1[0] - a2 * y2[0],
+         b0 * ae[1] + b1 * x1[1] + b2 * x2[1] - a1 * y1[1] - a2 * y2[1],
+         b0 * ae[2] + b1 * x1[2] + b2 * x2[2] - a1 * y1[2] - a2 * y2[2])
+    x2 = x1
+    x1 = ae
+    y2 = y1
+    y1 = y
+
+    # tilt so that the filtered acceleration points up; the filter memory turns with it
+    n = _unit3(y)
+    d = level_to_up(n)
+    q = quat_mul(d, q)
+    x1 = quat_rotate(d, x1)
+    x2 = quat_rotate(d, x2)
+    y1 = quat_rotate(d, y1)
+    y2 = quat_rotate(d, y2)
+    horizontal = math.sqrt(clamp_min(n[0] * n[0] + n[1] * n[1], _EPS24))
+    aps = (atan2_32(horizontal, n[2]) if libm_free else math.atan2(horizontal, n[2])) / horizontal
+    qc = quat_conj(q)
+    corr = quat_rotate(qc, (n[1] * aps, -n[0] * aps, _ZERO * aps))
+    bias = (bias[0] - k_bias * corr[0], bias[1] - k_bias * corr[1], bias[2] - k_bias * corr[2])
+    grav = quat_rotate(qc, (_ZERO, _ZERO, _ONE))
+    return q, grav, bias, x1, x2, y1, y2, gyr_lp, acc_lp, rest
+
+
+@njit(cache=True, error_model="numpy")
 def attitude_rows(ws, wts, xin, qo, go, cst, sq, sb, sx1, sx2, sy1, sy2, sgl, sal, srs, sst, L):
-    """models/attitude.py ``attitude_filter_step`` for each of the L lanes. x = [acc; gyr];
-    out = q; gravity = R(q)ᵀẑ; the ten state rows are read, then written, lane by lane (so any
-    overlap of the registers is harmless). consts: dt b0 b1 b2 a1 a2 k_rest k_bias_rest rest_gyr
-    rest_acc rest_time k_bias, and 3·rest_gyr (rounded from float64, as torch does)."""
+    """`attitude_update` for each of the L lanes. x = [acc; gyr]; out = q; gravity = R(q)ᵀẑ; the ten
+    state rows are read, then written, lane by lane (so any overlap of the registers is harmless)."""
     X = ws[xin * L:(xin + 6) * L].reshape((6, L))
     Q = ws[qo * L:(qo + 4) * L].reshape((4, L))
     G = ws[go * L:(go + 3) * L].reshape((3, L))
@@ -837,68 +906,11 @@ def attitude_rows(ws, wts, xin, qo, go, cst, sq, sb, sx1, sx2, sy1, sy2, sgl, sa
     SRS = ws[srs * L:(srs + 1) * L]
     SST = ws[sst * L:(sst + 1) * L]
     C = wts[cst:cst + 13]
-    dt, b0, b1, b2, a1, a2 = C[0], C[1], C[2], C[3], C[4], C[5]
-    k_rest, k_bias_rest, rest_gyr, rest_acc, rest_time, k_bias = C[6], C[7], C[8], C[9], C[10], C[11]
-    rest_gyr3 = C[12]
     for l in range(L):
-        acc = (X[0, l], X[1, l], X[2, l])
-        gyr = (X[3, l], X[4, l], X[5, l])
-        if SST[l] < _HALF:  # fresh: the first sample levels the filter from the accelerometer
-            up = level_to_up(_unit3(acc))  # (torch computes it every step, and keeps it only here)
-            q = up
-            a_up = quat_rotate(up, acc)
-            x1 = a_up
-            x2 = a_up
-            y1 = a_up
-            y2 = a_up
-            acc_lp = acc
-        else:
-            q = (SQ[0, l], SQ[1, l], SQ[2, l], SQ[3, l])
-            x1 = _get3(SX1, l)
-            x2 = _get3(SX2, l)
-            y1 = _get3(SY1, l)
-            y2 = _get3(SY2, l)
-            acc_lp = _get3(SAL, l)
-        bias = _get3(SB, l)
-
-        # rest detection; the gyro reads its bias at rest
-        gyr_lp = _lerp3(_get3(SGL, l), k_rest, gyr)
-        acc_lp = _lerp3(acc_lp, k_rest, acc)
-        still = (norm3(gyr_lp[0] - bias[0], gyr_lp[1] - bias[1], gyr_lp[2] - bias[2]) < rest_gyr) \
-            & (norm3(acc[0] - acc_lp[0], acc[1] - acc_lp[1], acc[2] - acc_lp[2]) < rest_acc) \
-            & (norm3(gyr[0] - gyr_lp[0], gyr[1] - gyr_lp[1], gyr[2] - gyr_lp[2]) < rest_gyr3)
-        rest = SRS[l] + dt if still else _ZERO
-        if rest > rest_time:
-            bias = _lerp3(bias, k_bias_rest, gyr_lp)
-
-        # strapdown integration
-        q = quat_mul(q, quat_exp(((gyr[0] - bias[0]) * dt, (gyr[1] - bias[1]) * dt, (gyr[2] - bias[2]) * dt)))
-        m = norm4(q[0], q[1], q[2], q[3])
-        q = (q[0] / m, q[1] / m, q[2] / m, q[3] / m)
-        ae = quat_rotate(q, acc)
-        y = (b0 * ae[0] + b1 * x1[0] + b2 * x2[0] - a1 * y1[0] - a2 * y2[0],
-             b0 * ae[1] + b1 * x1[1] + b2 * x2[1] - a1 * y1[1] - a2 * y2[1],
-             b0 * ae[2] + b1 * x1[2] + b2 * x2[2] - a1 * y1[2] - a2 * y2[2])
-        x2 = x1
-        x1 = ae
-        y2 = y1
-        y1 = y
-
-        # tilt so that the filtered acceleration points up; the filter memory turns with it
-        n = _unit3(y)
-        d = level_to_up(n)
-        q = quat_mul(d, q)
-        x1 = quat_rotate(d, x1)
-        x2 = quat_rotate(d, x2)
-        y1 = quat_rotate(d, y1)
-        y2 = quat_rotate(d, y2)
-        horizontal = math.sqrt(clamp_min(n[0] * n[0] + n[1] * n[1], _EPS24))
-        aps = math.atan2(horizontal, n[2]) / horizontal
-        qc = quat_conj(q)
-        corr = quat_rotate(qc, (n[1] * aps, -n[0] * aps, _ZERO * aps))
-        bias = (bias[0] - k_bias * corr[0], bias[1] - k_bias * corr[1], bias[2] - k_bias * corr[2])
-        grav = quat_rotate(qc, (_ZERO, _ZERO, _ONE))
-
+        q, grav, bias, x1, x2, y1, y2, gyr_lp, acc_lp, rest = attitude_update(
+            (X[0, l], X[1, l], X[2, l]), (X[3, l], X[4, l], X[5, l]), SST[l] < _HALF,
+            (SQ[0, l], SQ[1, l], SQ[2, l], SQ[3, l]), _get3(SB, l), _get3(SX1, l), _get3(SX2, l), _get3(SY1, l),
+            _get3(SY2, l), _get3(SGL, l), _get3(SAL, l), SRS[l], C, False)
         for k in range(4):
             Q[k, l] = q[k]
             SQ[k, l] = q[k]
