@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "edge.bundle/1"
+DIALOGUE_SCHEMA = "edge.dialogue-lm/1"     # a decoder LM in the common layout (edge.dialogue runs it)
 METADATA_KEY = "edge"
 REQUIRED = ("schema", "task", "inputs", "outputs", "state", "program")
 BUNDLE_DIR = Path(__file__).with_name("bundles")
@@ -69,11 +70,9 @@ def _dims(value_info):
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
-def read_bundle(name_or_path) -> Bundle:
+def _load(path):
+    """(bytes, onnx model, metadata document) of an ONNX file with edge metadata, not yet validated."""
     import onnx  # metadata and initializers only
-    from onnx import numpy_helper
-
-    path = resolve(name_or_path)
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -91,6 +90,20 @@ def read_bundle(name_or_path) -> Bundle:
         meta = json.loads(props[METADATA_KEY])
     except json.JSONDecodeError as e:
         raise BundleError(path, f"metadata is not valid JSON ({e.msg} at char {e.pos})") from None
+    return data, model, meta
+
+
+def read_schema(name_or_path) -> str | None:
+    """The metadata schema of a bundle (`SCHEMA` for step bundles, `DIALOGUE_SCHEMA` for decoders)."""
+    meta = _load(resolve(name_or_path))[2]
+    return meta.get("schema") if isinstance(meta, dict) else None
+
+
+def read_bundle(name_or_path) -> Bundle:
+    from onnx import numpy_helper  # metadata and initializers only
+
+    path = resolve(name_or_path)
+    data, model, meta = _load(path)
     validate(path, meta, model)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     return Bundle(str(path), meta, data, weights)

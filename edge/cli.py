@@ -3,6 +3,7 @@ is instant and nothing here imports torch unless a subcommand needs it."""
 import argparse
 import json
 import sys
+from pathlib import Path
 
 EPILOG = """examples:
   edge replay examples/imu-demo.csv --model imu-attitude --plot demo.png
@@ -10,6 +11,18 @@ EPILOG = """examples:
   edge inspect model.onnx            what a bundle holds: channels, state, cost per step
   edge bench model.onnx              µs per stream-sample on every engine, against the FLOP floor
   edge demo                          build, export and run each model of the zoo (needs torch)
+  edge replay /work/shared/data/ett/ETTh1.csv --model ett-forecast --plot f.png
+                                     the next 720 hours of every channel, every hour: MSE by horizon, plot
+  edge replay examples/har-watch-demo.csv --model har-watch --plot har.png
+                                     class probabilities every sample of a watch recording
+  edge run --config examples/edge.toml
+                                     the MQTT daemon: sensor topics in, model outputs out, durable state
+  edge sim imu --devices 20 --rate 200 --broker 127.0.0.1:1883
+                                     simulated IMUs publishing over MQTT (with faults on request)
+  edge chat --memory sirllm --budget 128 --show-memory
+                                     the dialogue LM with a bounded memory; kept tokens highlighted
+  edge fit har-watch --device cortex-m4f     does it fit, how fast, how much energy
+  edge export-c imu-attitude -o fw/ --build  the int8 step as C99 firmware (host and Cortex-M4)
 """
 
 
@@ -44,9 +57,42 @@ examples:
       own AR forecaster): listed in the summary, shaded on the plot"""
 
 
+def _inspect_decoder(path, as_json: bool) -> int:
+    """`edge inspect` of a dialogue LM (the common decoder layout, not a step program)."""
+    import math
+
+    import onnx
+
+    from .dialogue.decoder import Decoder
+    d = Decoder(path)
+    model = onnx.load(str(d.path), load_external_data=False)
+    params = sum(math.prod(t.dims) for t in model.graph.initializer)
+    s, slots = d.shape, int(d.meta.get("cache_slots", 0))
+    info = {"metadata": d.meta, "parameters": params, "kv_bytes_per_slot": s.kv_bytes_per_token,
+            "cache_bytes_default": s.kv_bytes_per_token * slots}
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"bundle      {d.path}  ({Path(d.path).stat().st_size / 1024:.1f} KiB)")
+    print(f"task        {d.meta.get('task')} (decoder in the common ONNX layout: input_ids, attention_mask, "
+          f"position_ids, past_key_values.* -> logits, present.*)")
+    print(f"model       {s.layers} layers × {s.heads} heads × {s.head_dim}, vocabulary {s.vocab:,}, "
+          f"{params:,} parameters ({params * 4 / 1024:.0f} KiB fp32)")
+    print(f"memory      {s.kv_bytes_per_token:,} bytes of keys and values per slot; default budget {slots} slots "
+          f"= {s.kv_bytes_per_token * slots / 1024:.0f} KiB per stream")
+    print(f"positions   {d.meta.get('positions', '-')}")
+    print(f"tokenizer   {d.meta.get('tokenizer', '-')}")
+    for key in ("parity", "metrics", "provenance"):
+        if d.meta.get(key):
+            print(f"{key:<11} {json.dumps(d.meta[key])}")
+    return 0
+
+
 def cmd_inspect(args) -> int:
-    from .bundle import read_bundle
+    from .bundle import DIALOGUE_SCHEMA, read_bundle, read_schema, resolve
     from .cost import step_cost
+    if read_schema(args.bundle) == DIALOGUE_SCHEMA:
+        return _inspect_decoder(resolve(args.bundle), args.json)
     b = read_bundle(args.bundle)
     meta, cost = b.meta, step_cost(b.meta, b.weights)
     if args.json:

@@ -57,3 +57,20 @@ def test_help_teaches(args):
     assert "usage: edge" in r.stdout
     if not args:
         assert "examples:" in r.stdout and "inspect" in r.stdout and "bench" in r.stdout
+
+
+def test_inspect_shows_a_dialogue_decoder_from_its_graph_and_metadata(capsys):
+    import numpy as np
+    import onnx
+
+    from edge.bundle import BUNDLE_DIR
+    assert main(["inspect", "dialogue-lm", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    model = onnx.load(str(BUNDLE_DIR / "dialogue-lm.onnx"))
+    key = next(i for i in model.graph.input if i.name == "past_key_values.0.key")
+    layers = sum(i.name.endswith(".key") for i in model.graph.input)
+    heads, head_dim = (d.dim_value for d in key.type.tensor_type.shape.dim[1:4:2])
+    assert info["kv_bytes_per_slot"] == 2 * layers * heads * head_dim * 4
+    assert info["parameters"] == sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    assert main(["inspect", "dialogue-lm"]) == 0
+    assert f"{info['kv_bytes_per_slot']:,} bytes of keys and values per slot" in capsys.readouterr().out
