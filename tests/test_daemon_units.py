@@ -201,3 +201,18 @@ def test_decimation_keeps_every_nth_output(model):
         pipe.accept("d", encode_frame(x[a:b], t=t[a:b]), now=0.0)
         got.append(pipe.advance()["d"][0])
     assert np.array_equal(np.concatenate(got), t[::3])
+
+
+def test_a_device_off_the_bundles_rate_is_counted_and_named_once(model, caplog):
+    import logging
+    p, _ = make_pipeline(model)
+    p.log = logging.getLogger("edge.daemon.test")
+    bundle_rate = model.meta["sample_rate_hz"]
+    for device, rate in (("slow", 200.0), ("exact", bundle_rate), ("jittery", bundle_rate * 1.003)):
+        t, x = imu_samples(40, seed=1, rate=rate)
+        for k in range(0, 40, 5):                       # several messages, so the check spans them
+            p.accept(device, encode_frame(x[k:k + 5], t=t[k:k + 5]), now=0.0)
+    mismatched = p.counters.rate_mismatch.values
+    assert sum(mismatched.values()) == 1                # 200 Hz only: 0.3 % is within the 0.5 % tolerance
+    warnings = [r.getMessage() for r in caplog.records if "does not resample" in r.getMessage()]
+    assert len(warnings) == 1 and "device slow sends at 200 Hz" in warnings[0]

@@ -11,6 +11,10 @@ Rules applied to each device's samples (the same as `edge.recordings` / `edge re
 * A gap — no fed sample for longer than ``gap_s`` — resets the state to the bundle's initial state
   at the first fed sample after it.
 * Every fed sample yields exactly one output, in order.
+* The daemon does not resample. A device whose rate (measured over its first `RATE_CHECK_SAMPLES`
+  samples) differs from the bundle's ``sample_rate_hz`` by more than 0.5 % is counted
+  (``rate_mismatch``) and named in one warning: its outputs are computed as if it sampled at the
+  bundle's rate, which for the attitude filter means a wrong gyro step.
 
 Micro-batching: all pending samples of all devices advance in as few ``Model.block`` calls as
 their run lengths allow. A round takes each device's next gap-free run; the runs are cut into
@@ -36,6 +40,8 @@ from ..runtime import load
 from .payload import Decoder, PayloadError
 
 MAX_DEVICE_ID = 128
+RATE_CHECK_SAMPLES = 16           # samples over which a device's rate is compared with the bundle's
+RATE_TOLERANCE = 0.005            # as edge replay: beyond 0.5 % the rates differ
 RECENT_MESSAGES = 8               # message spans remembered per device to tell a duplicate from a late message
 
 
@@ -45,6 +51,8 @@ class Device:
     last_fed: float = np.nan      # newest fed timestamp: the gap rule
     last_wall: float = 0.0        # monotonic time of the last message: idle eviction
     outputs: int = 0              # fed samples so far: decimation phase
+    first_t: float = np.nan       # the rate check: time of the first sample, samples seen (-1 once checked)
+    seen: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_MESSAGES))   # (first t, last t) of messages
 
 
@@ -56,6 +64,7 @@ class Pipeline:
         self.model = model or load(cfg.bundle, engine=cfg.engine)
         meta = self.model.meta
         self.channels = [c["name"] for c in meta["inputs"]]
+        self.rate_hz = meta.get("sample_rate_hz")
         self.decode = Decoder(cfg.format, self.channels, limits.max_samples_per_message, limits.max_payload_bytes)
         self.fingerprint = repr([(s["name"], s["shape"]) for s in meta["state"]])   # as edge.runtime.Streams
         self.table = StateTable(self.model.init_state(1)[0], capacity=cfg.max_streams, fingerprint=self.fingerprint)
@@ -104,6 +113,8 @@ class Pipeline:
         if dev is None:
             raise PayloadError("refused_max_streams", f"{self.cfg.max_streams} streams active "
                                f"(pipeline[{self.cfg.name}].max_streams), none idle for {self.idle_evict_s:g} s")
+        if self.rate_hz and dev.seen >= 0:
+            self._check_rate(device, dev, t)
         span = (float(t[0]), float(t[-1]))
         if span[0] > dev.last_t and (len(t) == 1 or (t[1:] > t[:-1]).all()) and math.isfinite(x.sum()):
             # the common case, in three reductions: every sample new, in order and finite (a sum is NaN/Inf
@@ -129,6 +140,22 @@ class Pipeline:
         elif fed.any():
             self.pending.setdefault(device, []).append((t[fed], x[fed]))
         return int(fed.sum())
+
+    def _check_rate(self, device: str, dev: Device, t) -> None:
+        """Compare the device's rate over its first samples with the bundle's, once."""
+        if np.isnan(dev.first_t):
+            dev.first_t = float(t[0])
+        dev.seen += len(t)
+        if dev.seen < RATE_CHECK_SAMPLES or not t[-1] > dev.first_t:
+            return
+        rate = (dev.seen - 1) / (float(t[-1]) - dev.first_t)
+        dev.seen = -1
+        if abs(rate / self.rate_hz - 1.0) > RATE_TOLERANCE:
+            self.counters.inc("rate_mismatch", self.cfg.name)
+            if self.log:
+                self.log.warning("device %s sends at %.6g Hz, %s steps at %.6g Hz: the daemon does not resample, so "
+                                 "its outputs are computed as if at %.6g Hz; publish at the bundle's rate",
+                                 device, rate, self.cfg.bundle, self.rate_hz, self.rate_hz)
 
     # ------------------------------------------------------------------------ engine
 

@@ -99,6 +99,8 @@ class Metrics:
         self.gap_resets = r.add(Counter("edge_gap_resets_total", "state resets after a gap", ["pipeline"]))
         self.evicted = r.add(Counter("edge_streams_evicted_total", "idle devices that gave up their slot",
                                      ["pipeline"]))
+        self.rate_mismatch = r.add(Counter("edge_devices_rate_mismatch_total", "devices whose rate differs from "
+                                           "the bundle's by more than 0.5 % (not resampled)", ["pipeline"]))
         self.streams = r.add(Gauge("edge_active_streams", "devices with a slot", ["pipeline"]))
         self.queue_depth = r.add(Gauge("edge_queue_depth", "messages waiting for the worker"))
         self.unacked = r.add(Gauge("edge_unacked_messages", "QoS 1 messages waiting for a checkpoint/publish"))
@@ -115,7 +117,7 @@ class Metrics:
         self.latency = r.add(Histogram("edge_latency_seconds", "message arrival to its outputs published",
                                        [5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]))
         self._events = {"not_fed_nonfinite": self.not_fed, "gap_resets": self.gap_resets,
-                        "evicted_idle": self.evicted}
+                        "evicted_idle": self.evicted, "rate_mismatch": self.rate_mismatch}
 
     def inc(self, event: str, pipeline: str, by: int = 1) -> None:
         """The pipeline's events (see pipeline.Pipeline) to their metric."""
@@ -129,7 +131,8 @@ class Metrics:
         with self.registry.lock:
             return {m.name: {"/".join(k) or "all": v for k, v in m.values.items()}
                     for m in (self.messages_in, self.samples_in, self.samples_out, self.messages_dropped,
-                              self.samples_dropped, self.not_fed, self.gap_resets, self.streams, self.queue_depth)}
+                              self.samples_dropped, self.not_fed, self.gap_resets, self.rate_mismatch, self.streams,
+                              self.queue_depth)}
 
 
 class RateLimitedLog:
