@@ -1,8 +1,8 @@
 """`edge run` against a real mosquitto on loopback, fed by `edge sim imu` plans.
 
-Every test compares the daemon's published outputs with an offline computation of the same
-samples through the same bundle (`offline`: Model.block from the initial state, NaN rows left out,
-reset after a gap), sample by sample, to 1e-5.
+Every test compares the daemon's published outputs with what `edge replay` (edge.replay.replay)
+computes offline for the same samples (the devices send at 200 Hz, the bundle steps at 285.714 Hz,
+so both resample), sample by sample, to 1e-5.
 """
 import json
 import os
@@ -21,7 +21,7 @@ import edge
 from edge.daemon.payload import decode_outputs_json
 from edge.firmware_sim.mqtt_sim import Faults, Plan, device_name, plan, publish
 from mqtt_broker import MOSQUITTO, Broker, free_port
-from test_daemon_units import offline
+from test_daemon_units import replayed
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (apt-get install -y mosquitto)")
 
@@ -153,7 +153,7 @@ class Daemon:
 
 
 def expected(model, p):
-    return {d: offline(model, t, x, GAP_S) for d, (t, x) in p.accepted.items()}
+    return {d: replayed(model, t, x, GAP_S) for d, (t, x) in p.accepted.items()}
 
 
 def check_outputs(collector, want, exactly_once=True, context=""):
@@ -328,7 +328,13 @@ def test_sighup_reload_swaps_the_bundle_keeps_state_and_systemd_hears_it(tmp_pat
     fp = repr([(s["name"], s["shape"]) for s in model.meta["state"]])
     table = StateTable.load(daemon.state / "imu.state.npz", model.init_state(1)[0], fingerprint=fp)
     assert sorted(table.ids()) == [device_name(i) for i in range(3)]
-    assert table.last_seen(device_name(0)) == want[device_name(0)][0][-1]
+    # the state is at the last grid point (t0 + k / 285.714 Hz) at or before the last input; beside it,
+    # the device's grid continues from that input
+    t = want[device_name(0)][0]
+    rate = model.meta["sample_rate_hz"]
+    assert table.last_seen(device_name(0)) == t[0] + np.floor((t[-1] - t[0]) * rate) / rate
+    grids = json.loads((daemon.state / "imu.state.npz.grid.json").read_text())
+    assert grids[device_name(0)]["resampler"]["prev_t"] == t[-1]
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path):

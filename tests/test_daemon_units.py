@@ -11,6 +11,9 @@ from edge.daemon.config import ConfigError, load_config, topic_filter
 from edge.daemon.payload import Decoder, JsonLayout, PayloadError, decode_frame, encode_frame
 from edge.daemon.pipeline import Pipeline
 from edge.daemon.service import Metrics
+from edge.recordings import Recording, find_gaps, resample
+from edge.replay import replay
+from edge.stream_resample import StreamResampler
 
 IMU = ["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"]
 
@@ -124,7 +127,10 @@ def make_pipeline(model, **over):
     return Pipeline(cfg.pipelines[0], cfg.limits, 30.0, Metrics(), model=model), cfg
 
 
-def imu_samples(n, seed, t0=0.0, rate=200.0):
+BUNDLE_HZ = 285.714      # imu-attitude's sample_rate_hz: devices at this rate are fed directly
+
+
+def imu_samples(n, seed, t0=0.0, rate=BUNDLE_HZ):
     rng = np.random.default_rng(seed)
     x = np.concatenate([rng.normal(0, 0.3, (n, 3)) + [0, 0, 9.81], rng.normal(0, 0.2, (n, 3))], axis=1)
     return t0 + np.arange(n) / rate, x.astype(np.float32)
@@ -137,6 +143,17 @@ def offline(model, t, x, gap_s):
     cuts = np.flatnonzero(np.diff(t) > gap_s) + 1
     ys = [model.block(seg[:, None, :], model.init_state(1))[:, 0].copy() for seg in np.split(x, cuts)]
     return t, np.concatenate(ys)
+
+
+def replayed(model, t, x, gap_s, rate_hz=200.0):
+    """What `edge replay` computes for the same samples (resampled to the bundle's rate when the rates
+    differ), one row per fed sample; rows it leaves NaN (no fed grid sample yet) have no output."""
+    rec = Recording(t=t, channels=IMU, x=x, units=["m/s^2"] * 3 + ["rad/s"] * 3, rate_hz=rate_hz,
+                    meta={"gap_s": gap_s})
+    rec.gaps = find_gaps(rec.t, rec.valid, gap_s)
+    res = replay(rec, model)
+    keep = np.isfinite(x).all(axis=1) & np.isfinite(res.y).all(axis=1)
+    return t[keep], res.y[keep]
 
 
 def test_pipeline_applies_order_nan_and_gap_rules(model):
@@ -164,7 +181,7 @@ def test_pipeline_applies_order_nan_and_gap_rules(model):
 
 def test_many_devices_advance_together_with_different_lengths(model):
     pipe, cfg = make_pipeline(model)
-    data = {f"d{i}": imu_samples(5 + 7 * i, i) for i in range(6)}
+    data = {f"d{i}": imu_samples(16 + 7 * i, i) for i in range(6)}     # 16+: the rate is known at once
     for dev, (t, x) in data.items():
         pipe.accept(dev, encode_frame(x, t=t), now=0.0)
     calls = []
@@ -194,10 +211,9 @@ def test_max_streams_refuses_new_devices_until_one_is_idle(model):
 
 def test_decimation_keeps_every_nth_output(model):
     pipe, _ = make_pipeline(model, every=3)
-    t, x = imu_samples(20, 1)
+    t, x = imu_samples(30, 1)
     got = []
-    for a in (0, 7, 13):
-        b = {0: 7, 7: 13, 13: 20}[a]
+    for a, b in ((0, 16), (16, 23), (23, 30)):         # the first 16 samples decide the device's rate
         pipe.accept("d", encode_frame(x[a:b], t=t[a:b]), now=0.0)
         got.append(pipe.advance()["d"][0])
     assert np.array_equal(np.concatenate(got), t[::3])
@@ -214,5 +230,65 @@ def test_a_device_off_the_bundles_rate_is_counted_and_named_once(model, caplog):
             p.accept(device, encode_frame(x[k:k + 5], t=t[k:k + 5]), now=0.0)
     mismatched = p.counters.rate_mismatch.values
     assert sum(mismatched.values()) == 1                # 200 Hz only: 0.3 % is within the 0.5 % tolerance
-    warnings = [r.getMessage() for r in caplog.records if "does not resample" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "resampled" in r.getMessage()]
     assert len(warnings) == 1 and "device slow sends at 200 Hz" in warnings[0]
+
+
+# ------------------------------------------------------------------------------------ resampling
+
+def test_stream_resampler_equals_offline_resample_bit_for_bit():
+    rng = np.random.default_rng(3)
+    n, rate = 900, 2000 / 7.0001
+    t, x = imu_samples(n, 3, t0=5.0, rate=200.0)
+    t[500:] += 0.8                                      # a gap: not bridged
+    x[0] = np.nan                                       # a non-finite first sample, a NaN run, an Inf
+    x[100:103] = np.nan
+    x[250, 2] = np.inf
+    rec = Recording(t=t, channels=IMU, x=x, units=["m/s^2"] * 3 + ["rad/s"] * 3, rate_hz=200.0)
+    rec.gaps = find_gaps(rec.t, rec.valid, 0.5)
+    want = resample(rec, rate)
+    r = StreamResampler(rate, 0.5)
+    cuts = np.r_[0, np.sort(rng.choice(np.arange(1, n), 150, replace=False)), n]     # messages of 1..~20 samples
+    parts = [r.push(t[a:b], x[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    k, tg, xg, j, lag, fed_j = (np.concatenate(c) for c in zip(*parts))
+    assert np.array_equal(k, np.arange(len(want.t)))
+    assert np.array_equal(tg, want.t)
+    assert np.array_equal(xg, want.x.astype(np.float32), equal_nan=True)
+    assert np.isnan(xg[(tg > t[499]) & (tg < t[500])]).all()
+    # the latest grid point at or before each input, as edge replay maps them
+    want_j = np.searchsorted(want.t, t + 1e-9 / rate, side="right") - 1
+    assert np.array_equal(j, want_j)
+    assert np.array_equal(lag, t - want.t[want_j]) and np.array_equal(fed_j, np.isfinite(want.x[want_j]).all(axis=1))
+
+
+def test_pipeline_resamples_200_hz_devices_like_edge_replay_across_a_restart(model, tmp_path):
+    pipe, cfg = make_pipeline(model)
+    gap_s = cfg.pipelines[0].gap_s
+    data = {}
+    for i in range(3):
+        t, x = imu_samples(600, 10 + i, t0=100.0 * i, rate=200.0)
+        x[:, 3:] *= 8.0                                 # fast turns: the carried orientation matters
+        data[f"d{i}"] = (t, x)
+    data["d1"][1][200:204] = np.nan                     # a NaN run
+    data["d2"][0][300:] += 1.0                          # a 1 s gap: grid blanked, state reset
+    rng = np.random.default_rng(0)
+    cuts = {d: np.r_[0, np.sort(rng.choice(np.arange(1, 600), 80, replace=False)), 600] for d in data}
+    got = {d: ([], []) for d in data}
+    for m in range(81):
+        for d, (t, x) in data.items():
+            a, b = cuts[d][m], cuts[d][m + 1]
+            pipe.accept(d, encode_frame(x[a:b], t=t[a:b]), now=float(m))
+        if m % 4 == 3 or m == 80:
+            for d, (tt, yy) in pipe.advance().items():
+                got[d][0].append(tt)
+                got[d][1].append(yy)
+        if m == 39:                     # a restart from the checkpoint (taken after an advance): the grid continues
+            assert pipe.counters.rate_mismatch.get("imu") == 3
+            pipe.save(tmp_path / "imu.npz")
+            pipe, _ = make_pipeline(model)
+            assert pipe.restore(tmp_path / "imu.npz", now=float(m)) == 3
+    for d, (t, x) in data.items():
+        want_t, want_y = replayed(model, t, x, gap_s)
+        got_t, got_y = np.concatenate(got[d][0]), np.concatenate(got[d][1])
+        assert np.array_equal(got_t, want_t), d
+        assert np.abs(got_y - want_y).max() < 1e-5, d

@@ -11,10 +11,14 @@ Rules applied to each device's samples (the same as `edge.recordings` / `edge re
 * A gap — no fed sample for longer than ``gap_s`` — resets the state to the bundle's initial state
   at the first fed sample after it.
 * Every fed sample yields exactly one output, in order.
-* The daemon does not resample. A device whose rate (measured over its first `RATE_CHECK_SAMPLES`
-  samples) differs from the bundle's ``sample_rate_hz`` by more than 0.5 % is counted
-  (``rate_mismatch``) and named in one warning: its outputs are computed as if it sampled at the
-  bundle's rate, which for the attitude filter means a wrong gyro step.
+* Resampling, as `edge replay`: a device whose rate (measured over its first `RATE_CHECK_SAMPLES`
+  samples, which are held back until then) differs from the bundle's ``sample_rate_hz`` by more than
+  0.5 % is counted (``rate_mismatch``), and its samples are resampled onto the bundle's grid
+  (`edge.stream_resample`); the engine steps the grid samples (the order, NaN and gap rules apply to
+  them), and each fed input sample yields the output of the latest fed grid sample at or before it,
+  its orientation carried over the remaining lag with its own gyro (`edge.replay.carry_orientation`).
+  A fed sample with no fed grid sample before it (a device that starts non-finite) has no output,
+  as `edge replay` leaves it NaN. The grid survives a restart: it is saved beside the checkpoint.
 
 Micro-batching: all pending samples of all devices advance in as few ``Model.block`` calls as
 their run lengths allow. A round takes each device's next gap-free run; the runs are cut into
@@ -28,15 +32,20 @@ messages are refused (``refused_max_streams``) and the known devices keep their 
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..engine.state_table import StateFileError, StateTable
+from ..replay import carry_orientation
 from ..runtime import load
+from ..stream_resample import StreamResampler
 from .payload import Decoder, PayloadError
 
 MAX_DEVICE_ID = 128
@@ -51,9 +60,12 @@ class Device:
     last_fed: float = np.nan      # newest fed timestamp: the gap rule
     last_wall: float = 0.0        # monotonic time of the last message: idle eviction
     outputs: int = 0              # fed samples so far: decimation phase
-    first_t: float = np.nan       # the rate check: time of the first sample, samples seen (-1 once checked)
-    seen: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_MESSAGES))   # (first t, last t) of messages
+    feed: str = ""                # "direct" or "resample"; "" while the rate is unknown
+    early: list = field(default_factory=list)       # [(t [n], x [n, C])] held back until the rate is known
+    resampler: StreamResampler | None = None
+    last_k: int = -1              # resampled: the latest fed grid index and its output [O] (None before one)
+    last_y: np.ndarray | None = None
 
 
 class Pipeline:
@@ -70,6 +82,8 @@ class Pipeline:
         self.table = StateTable(self.model.init_state(1)[0], capacity=cfg.max_streams, fingerprint=self.fingerprint)
         self.devices: OrderedDict[str, Device] = OrderedDict()     # least recently active first
         self.pending: dict[str, list] = {}                          # device -> [(t [n], x [n, C]), ...]
+        self.grid_k: dict[str, list] = {}       # resampled device -> grid indices of its pending samples [[n], ...]
+        self.waiting: dict[str, list] = {}      # resampled device -> input samples awaiting outputs
         self.log = log
 
     # ------------------------------------------------------------------------ devices
@@ -79,7 +93,7 @@ class Pipeline:
         if dev is None:
             if len(self.devices) >= self.cfg.max_streams:
                 oldest_id, oldest = next(iter(self.devices.items()))
-                if now - oldest.last_wall < self.idle_evict_s or oldest_id in self.pending:
+                if now - oldest.last_wall < self.idle_evict_s or oldest_id in self.pending or oldest_id in self.waiting:
                     return None
                 self._evict(oldest_id)
             dev = self.devices[device] = Device()
@@ -97,7 +111,7 @@ class Pipeline:
     def evict_idle(self, now: float) -> None:
         while self.devices:
             device, dev = next(iter(self.devices.items()))
-            if now - dev.last_wall < self.idle_evict_s or device in self.pending:
+            if now - dev.last_wall < self.idle_evict_s or device in self.pending or device in self.waiting:
                 return
             self._evict(device)
 
@@ -113,15 +127,13 @@ class Pipeline:
         if dev is None:
             raise PayloadError("refused_max_streams", f"{self.cfg.max_streams} streams active "
                                f"(pipeline[{self.cfg.name}].max_streams), none idle for {self.idle_evict_s:g} s")
-        if self.rate_hz and dev.seen >= 0:
-            self._check_rate(device, dev, t)
         span = (float(t[0]), float(t[-1]))
         if span[0] > dev.last_t and (len(t) == 1 or (t[1:] > t[:-1]).all()) and math.isfinite(x.sum()):
             # the common case, in three reductions: every sample new, in order and finite (a sum is NaN/Inf
             # if any value is, or if finite values overflow: then the careful path below decides)
             dev.recent.append(span)
             dev.last_t = span[1]
-            self.pending.setdefault(device, []).append((t, x))
+            self._queue(device, dev, t, x)
             return len(t)
         # the order rule against the newest earlier timestamp, the message's own samples included
         prev = np.maximum.accumulate(np.concatenate(([dev.last_t], t)))[:-1]
@@ -135,27 +147,46 @@ class Pipeline:
         held = int(new.sum() - fed.sum())
         if held:
             self.counters.inc("not_fed_nonfinite", self.cfg.name, by=held)
-        if fed.all():
-            self.pending.setdefault(device, []).append((t, x))
-        elif fed.any():
-            self.pending.setdefault(device, []).append((t[fed], x[fed]))
+        if new.any():
+            self._queue(device, dev, t[new], x[new])
         return int(fed.sum())
 
-    def _check_rate(self, device: str, dev: Device, t) -> None:
-        """Compare the device's rate over its first samples with the bundle's, once."""
-        if np.isnan(dev.first_t):
-            dev.first_t = float(t[0])
-        dev.seen += len(t)
-        if dev.seen < RATE_CHECK_SAMPLES or not t[-1] > dev.first_t:
+    def _queue(self, device: str, dev: Device, t, x) -> None:
+        """Route a device's new in-order samples (non-finite ones included: they blank grid points)."""
+        if dev.feed == "" and not self.rate_hz:
+            dev.feed = "direct"
+        if dev.feed == "":
+            dev.early.append((t, x))
+            t_all = np.concatenate([c[0] for c in dev.early])
+            if len(t_all) < RATE_CHECK_SAMPLES or not t_all[-1] > t_all[0]:
+                return
+            self._decide(device, dev, (len(t_all) - 1) / (t_all[-1] - t_all[0]))
+            t, x = t_all, np.concatenate([c[1] for c in dev.early])
+            dev.early = []
+        if dev.feed == "direct":
+            fed = np.isfinite(x).all(axis=1)
+            if fed.any():
+                self.pending.setdefault(device, []).append((t[fed], x[fed]) if not fed.all() else (t, x))
             return
-        rate = (dev.seen - 1) / (float(t[-1]) - dev.first_t)
-        dev.seen = -1
-        if abs(rate / self.rate_hz - 1.0) > RATE_TOLERANCE:
-            self.counters.inc("rate_mismatch", self.cfg.name)
-            if self.log:
-                self.log.warning("device %s sends at %.6g Hz, %s steps at %.6g Hz: the daemon does not resample, so "
-                                 "its outputs are computed as if at %.6g Hz; publish at the bundle's rate",
-                                 device, rate, self.cfg.bundle, self.rate_hz, self.rate_hz)
+        k, tg, xg, j, lag, fed_j = dev.resampler.push(t, x)
+        fed_g = np.isfinite(xg).all(axis=1)
+        if fed_g.any():
+            self.pending.setdefault(device, []).append((tg[fed_g], xg[fed_g]))
+            self.grid_k.setdefault(device, []).append(k[fed_g])
+        fed = np.isfinite(x).all(axis=1)
+        if fed.any():
+            self.waiting.setdefault(device, []).append((t[fed], x[fed], j[fed], lag[fed], fed_j[fed]))
+
+    def _decide(self, device: str, dev: Device, rate: float) -> None:
+        """Feed directly, or resample onto the bundle's grid (the rule of edge replay)."""
+        if abs(rate / self.rate_hz - 1.0) <= RATE_TOLERANCE:
+            dev.feed = "direct"
+            return
+        dev.feed, dev.resampler = "resample", StreamResampler(self.rate_hz, self.cfg.gap_s)
+        self.counters.inc("rate_mismatch", self.cfg.name)
+        if self.log:
+            self.log.warning("device %s sends at %.6g Hz, %s steps at %.6g Hz: its samples are resampled to %.6g Hz",
+                             device, rate, self.cfg.bundle, self.rate_hz, self.rate_hz)
 
     # ------------------------------------------------------------------------ engine
 
@@ -168,8 +199,13 @@ class Pipeline:
         outputs = {d: [] for d in runs}
         while runs:
             runs = self._round(runs, outputs, engine_hist)
+        for device in set(self.waiting) | set(self.grid_k):
+            outputs[device] = self._per_input(device, outputs.get(device, []))
+        self.waiting, self.grid_k = {}, {}
         published = {}
         for device, parts in outputs.items():
+            if not parts:
+                continue
             t = np.concatenate([p[0] for p in parts])
             y = np.concatenate([p[1] for p in parts])
             dev, n = self.devices[device], len(t)
@@ -180,6 +216,28 @@ class Pipeline:
             if len(t):
                 published[device] = (t, y)
         return published
+
+    def _per_input(self, device: str, parts: list) -> list:
+        """A resampled device's outputs, one per fed input sample: that of the latest fed grid sample at
+        or before it (from this advance or kept from an earlier one), its orientation carried over the lag."""
+        dev = self.devices[device]
+        if parts:
+            ks = np.concatenate(self.grid_k[device])
+            ys = np.concatenate([p[1] for p in parts])                           # [grid samples, O]
+        else:
+            ks, ys = np.empty(0, np.int64), np.empty((0, self.model.output_size), np.float32)
+        if dev.last_y is not None:
+            ks, ys = np.concatenate(([dev.last_k], ks)), np.concatenate((dev.last_y[None], ys))
+        if len(ks):
+            dev.last_k, dev.last_y = int(ks[-1]), ys[-1].copy()
+        if device not in self.waiting:
+            return []
+        t, x, j, lag, fed_j = (np.concatenate(c) for c in zip(*self.waiting[device]))
+        src = np.searchsorted(ks, j, side="right") - 1
+        ok = src >= 0                   # none before the device's first fed grid sample
+        y = ys[src[ok]]
+        carry_orientation(y, self.model.meta, x[ok], lag[ok], fed_j[ok])
+        return [(t[ok], y)] if ok.any() else []
 
     def _round(self, runs: dict, outputs: dict, engine_hist) -> dict:
         """Advance each device by its next gap-free run; return what is left for later rounds."""
@@ -223,7 +281,25 @@ class Pipeline:
     # ------------------------------------------------------------------------ persistence
 
     def save(self, path) -> None:
+        """The state table, and beside it each device's feed and resampling grid. The grid file is written
+        first: a crash between the two leaves it newer than the table, which `restore` detects."""
+        grids = {device: {"feed": dev.feed, "early": [[t.tolist(), x.tolist()] for t, x in dev.early],
+                          "resampler": dev.resampler.to_dict() if dev.resampler else None,
+                          "last_k": dev.last_k, "last_y": None if dev.last_y is None else dev.last_y.tolist(),
+                          "table_t": self._table_t(device)}
+                 for device, dev in self.devices.items()}
+        side = grid_path(path)
+        tmp = side.with_name(side.name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(grids, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, side)
         self.table.save(path)
+
+    def _table_t(self, device: str) -> float | None:
+        t = self.table.last_seen(device) if device in self.table else None
+        return None if t is None or math.isnan(t) else float(t)
 
     def restore(self, path, now: float) -> int:
         """Load a checkpoint if there is one; a bad or foreign one is set aside (*.bad) and logged."""
@@ -241,4 +317,39 @@ class Pipeline:
             t = self.table.last_seen(device)
             t = np.nan if t is None else t
             self.devices[device] = Device(last_t=-np.inf if np.isnan(t) else t, last_fed=t, last_wall=now)
+        self._restore_grids(grid_path(path), now)
         return len(self.devices)
+
+    def _restore_grids(self, path, now: float) -> None:
+        """Each device's feed and grid. A device without one (no or a bad grid file) measures its rate
+        again; one whose grid is newer than its state (a crash between the two writes) starts fresh."""
+        try:
+            grids = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            if self.log:
+                self.log.error("%s: %s; devices measure their rate again", path, e)
+            return
+        for device, g in grids.items():
+            if g["table_t"] != self._table_t(device):
+                if device in self.table:
+                    self.table.drop(device)
+                self.devices.pop(device, None)
+                if self.log:
+                    self.log.error("%s: device %s's grid is newer than its state; it starts fresh", path, device)
+                continue
+            dev = self.devices.setdefault(device, Device(last_wall=now))
+            dev.feed, dev.last_k = g["feed"], g["last_k"]
+            dev.early = [(np.array(t, np.float64), np.array(x, np.float32).reshape(len(t), -1)) for t, x in g["early"]]
+            dev.last_y = None if g["last_y"] is None else np.array(g["last_y"], np.float32)
+            if g["resampler"]:
+                dev.resampler = StreamResampler.from_dict(g["resampler"])
+                dev.last_t = dev.resampler.prev_t       # the order rule follows the inputs, not the grid
+            elif dev.early:
+                dev.last_t = float(dev.early[-1][0][-1])
+
+
+def grid_path(state_path) -> Path:
+    """The resampling grids' file beside a pipeline's state file."""
+    return Path(f"{state_path}.grid.json")
