@@ -43,14 +43,13 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.state_table import StateFileError, StateTable
-from ..replay import carry_orientation
+from ..replay import RATE_TOLERANCE, carry_orientation    # beyond 0.5 % the rates differ
 from ..runtime import load
 from ..stream_resample import StreamResampler
 from .payload import Decoder, PayloadError
 
 MAX_DEVICE_ID = 128
 RATE_CHECK_SAMPLES = 16           # samples over which a device's rate is compared with the bundle's
-RATE_TOLERANCE = 0.005            # as edge replay: beyond 0.5 % the rates differ
 RECENT_MESSAGES = 8               # message spans remembered per device to tell a duplicate from a late message
 
 
