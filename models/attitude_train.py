@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import edge
 from edge.attitude import inclination_rmse, quat_conjugate, quat_multiply, quat_rotate
 from edge.bundle import BUNDLE_DIR
 from edge.engine.numba_engine import NumbaExecutor
@@ -27,7 +26,7 @@ from edge.export.lower import lower
 from edge.recordings import broad_root, broad_trials, read_recording
 
 from .attitude import CORRECTORS, AttitudeFilter, LearnedAttitude, quat_conj, quat_mul
-from .train import count_parameters, fit, seed_everything
+from .train import count_parameters, fit, parse_training_args
 
 RATE = 285.714
 VALIDATION = ("04", "15", "26", "33")  # held out from the training trials for early stopping
@@ -126,12 +125,8 @@ def main(argv=None) -> int:
                          "gru 0.525°, lmu 0.545°, filter alone 0.596°)")
     ap.add_argument("--window", type=int, default=1536, help="training window, samples")
     ap.add_argument("--burn-in", type=int, default=512, help="unscored samples at each window's start")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", default=None, help="resume/checkpoint file")
-    args = ap.parse_args(argv)
+    args = parse_training_args(ap, argv)
     start = time.time()
-    seed_everything(args.seed)
-    torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
     root = broad_root(args.data)
     paths = broad_trials(root, split="train")

@@ -14,7 +14,6 @@
    check, with the tokenizer JSON next to the bundle.
 """
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from edge.bundle import BUNDLE_DIR
 from .dialogue_data import (GROCERY_ANSWER, GROCERY_QUESTION, grocery_episode, public_domain_sentences,
                             training_episode)
 from .dialogue_lm import DialogueLM, export_onnx
-from .train import count_parameters, fit, seed_everything
+from .train import count_parameters, fit, parse_training_args
 
 BOS = "<|bos|>"
 DEV_SEED = 10_000  # dev episodes for early stopping; the benchmark draws its dev and test sets elsewhere
@@ -120,12 +119,8 @@ def main(argv=None) -> int:
                     help="loss weight of the tokens of turns answered from the context (default 5)")
     ap.add_argument("--dev-episodes", type=int, default=40)
     ap.add_argument("--slots", type=int, default=256, help="default cache budget written into the metadata")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", default=None, help="resume/checkpoint file")
-    args = ap.parse_args(argv)
+    args = parse_training_args(ap, argv)
     start = time.time()
-    seed_everything(args.seed)
-    torch.set_num_threads(1)
 
     sentences = public_domain_sentences()
     corpus_rng = random.Random(args.seed)

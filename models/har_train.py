@@ -27,7 +27,7 @@ from edge.timeseries.har_data import (WATCH_CLASS_NAMES, Recordings, load_basic_
 from .fused_lif import fused_lif
 from .heads import ClassifierHead
 from .lmuformer import LMUFormer, SpikingLMUFormer
-from .train import count_parameters, fit, seed_everything
+from .train import count_parameters, fit, parse_training_args
 
 MODELS = {"lmuformer": LMUFormer, "spiking": SpikingLMUFormer}
 # the spiking model underfits in 12 epochs; its LIF loops make long crops costly, so shorter crops, larger batches
@@ -144,9 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--rotate", type=float, default=20.0, help="augmentation: max watch rotation, degrees")
     ap.add_argument("--speed", type=float, default=0.15, help="augmentation: playback speed ± this fraction")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    args = parse_training_args(ap, argv, checkpoint=False)
     if not 2 <= args.folds <= 10:
         ap.error(f"--folds {args.folds}: the watch data has 10 subjects, so 2 to 10 folds")
     if not 0 <= args.fold < args.folds:
@@ -155,9 +154,6 @@ def main(argv=None) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     start = time.time()
-    seed_everything(args.seed)
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(args.seed)
 
     if args.dataset == "watch":
         data = load_watch()

@@ -28,6 +28,18 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def parse_training_args(ap, argv, checkpoint: bool = True):
+    """Add the options every training command has (--seed, and --checkpoint to resume), parse, then seed
+    everything and pin torch to one thread (deterministic, and no oversubscription on small machines)."""
+    ap.add_argument("--seed", type=int, default=0)
+    if checkpoint:
+        ap.add_argument("--checkpoint", default=None, help="resume/checkpoint file")
+    args = ap.parse_args(argv)
+    seed_everything(args.seed)
+    torch.set_num_threads(1)
+    return args
+
+
 def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
     """AdamW groups: ordinary parameters get (lr, weight_decay); a parameter carrying an `_optim`
     dict (e.g. S4D's dynamics) gets that dict's weight_decay and lr · lr_scale, one group per setting."""
