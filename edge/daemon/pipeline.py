@@ -132,7 +132,7 @@ class Pipeline:
             # if any value is, or if finite values overflow: then the careful path below decides)
             dev.recent.append(span)
             dev.last_t = span[1]
-            self._queue(device, dev, t, x)
+            self._queue(device, dev, t, x, finite=True)
             return len(t)
         # the order rule against the newest earlier timestamp, the message's own samples included
         prev = np.maximum.accumulate(np.concatenate(([dev.last_t], t)))[:-1]
@@ -150,8 +150,9 @@ class Pipeline:
             self._queue(device, dev, t[new], x[new])
         return int(fed.sum())
 
-    def _queue(self, device: str, dev: Device, t, x) -> None:
-        """Route a device's new in-order samples (non-finite ones included: they blank grid points)."""
+    def _queue(self, device: str, dev: Device, t, x, finite: bool = False) -> None:
+        """Route a device's new in-order samples (non-finite ones included: they blank grid points).
+        ``finite``: the caller has checked that every value is finite (the intake's fast path)."""
         if dev.feed == "" and not self.rate_hz:
             dev.feed = "direct"
         if dev.feed == "":
@@ -161,8 +162,11 @@ class Pipeline:
                 return
             self._decide(device, dev, (len(t_all) - 1) / (t_all[-1] - t_all[0]))
             t, x = t_all, np.concatenate([c[1] for c in dev.early])
-            dev.early = []
+            dev.early, finite = [], False          # earlier messages may hold non-finite samples
         if dev.feed == "direct":
+            if finite:
+                self.pending.setdefault(device, []).append((t, x))
+                return
             fed = np.isfinite(x).all(axis=1)
             if fed.any():
                 self.pending.setdefault(device, []).append((t[fed], x[fed]) if not fed.all() else (t, x))
