@@ -1,4 +1,4 @@
-"""µs per sample of the streaming anomaly detector (edge.timeseries.anomaly), block and per-sample
+"""µs per sample of the streaming anomaly detector (edge.tasks.anomaly.detector), block and per-sample
 step, beside the imu-attitude bundle it watches in `edge replay --detector`, measured in one run.
 
     python bench/anomaly_detector.py            # ETTh1 (7 channels) and the IMU demo (6 channels)
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 import edge
-from edge.recordings import IMU_CHANNELS, read_recording
-from edge.timeseries.anomaly import AnomalyDetector, load_config
-from edge.timeseries.ett import CHANNELS, dataset_path, read_ett
+from edge.io.recordings import IMU_CHANNELS, read_recording
+from edge.tasks.anomaly.detector import AnomalyDetector, load_config
+from edge.io.datasets import CHANNELS, dataset_path, read_ett
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "imu-demo.csv"
 

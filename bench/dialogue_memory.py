@@ -4,7 +4,7 @@
     python bench/dialogue_memory.py --episodes 50 --dev-episodes 20 --rps-games 1 --out /tmp/r.md   # a quick look
 
 1. Grocery recall: episodes of an item turn, 20 distractor turns and "what did i ask you to buy ?"
-   (edge.models.dialogue_data, test seeds disjoint from training and dev). Recall is scored by the
+   (edge.models.training.dialogue_data, test seeds disjoint from training and dev). Recall is scored by the
    LM's likelihood of the 4 candidate items after "you asked me to buy" (chance 25 %), at budgets of
    25-85 % of the mean episode length, for every policy; random with several seeds; η of SirLLM chosen
    on a dev set. Paired exact McNemar tests. "item kept": every token of the item is still in memory at
@@ -14,7 +14,7 @@
    user's next move (likelihood of each move) and plays its counter; beside it the counter baselines
    (full-history and windowed frequency counters) and constant moves.
 3. Cost on this CPU: ms per token fed in a turn and per generated token, eviction cost per turn, peak RSS
-   of a process that only loads edge.dialogue and runs a dialogue, bundle size.
+   of a process that only loads edge.tasks.dialogue and runs a dialogue, bundle size.
 """
 import argparse
 import math
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from edge.dialogue.decoder import Decoder
-from edge.dialogue.memory import Dialogue
-from edge.dialogue.policies import make_policy
-from edge.models.dialogue_data import (BEATS, GROCERY_ANSWER, GROCERY_QUESTION, MOVES, PLAYERS, Player, grocery_episode,
+from edge.tasks.dialogue.decoder import Decoder
+from edge.tasks.dialogue.memory import Dialogue
+from edge.tasks.dialogue.policies import make_policy
+from edge.models.training.dialogue_data import (BEATS, GROCERY_ANSWER, GROCERY_QUESTION, MOVES, PLAYERS, Player, grocery_episode,
                                        rps_turn)
 
 TEST_SEED, DEV_SEED = 20_000, 30_000  # training uses seeds < 10,000 + epochs, its early stopping 10,000 + seed
@@ -118,9 +118,9 @@ def rate(c: Counter) -> str:
 
 def peak_rss_mib(model: str, budget: int, turns: int) -> float:
     """Peak RSS (VmHWM: ru_maxrss would carry the forking parent's) of a fresh process that imports only
-    edge.dialogue and runs a `turns`-turn dialogue."""
-    code = ("from edge.dialogue.decoder import Decoder\nfrom edge.dialogue.memory import Dialogue\n"
-            "from edge.dialogue.policies import make_policy\n"
+    edge.tasks.dialogue and runs a `turns`-turn dialogue."""
+    code = ("from edge.tasks.dialogue.decoder import Decoder\nfrom edge.tasks.dialogue.memory import Dialogue\n"
+            "from edge.tasks.dialogue.policies import make_policy\n"
             f"d = Dialogue(Decoder({model!r}), make_policy('sirllm'), {budget})\n"
             f"for i in range({turns}):\n    d.add_turn(f'user: my dentist is on friday at {{i}} .\\nbot: noted .\\n')\n"
             "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
                  f"**{c['feed_ms_per_token']:.3f} ms per token** per stream")
     lines.append(f"- generation (one call per token, 256 slots): {c['generate_ms_per_token']:.3f} ms per token")
     lines.append(f"- eviction (SirLLM select + compaction, 256 slots): {c['evict_ms_per_turn']:.3f} ms per turn")
-    lines.append(f"- peak RSS of a process that imports edge.dialogue and runs a 500-turn dialogue at 256 slots: {rss:.0f} MiB")
+    lines.append(f"- peak RSS of a process that imports edge.tasks.dialogue and runs a 500-turn dialogue at 256 slots: {rss:.0f} MiB")
     lines.append(f"- bundle {Path(decoder.path).stat().st_size / 1024:.0f} KiB; memory at 256 slots "
                  f"{256 * slot_bytes[True] / 1024:.0f} KiB")
     lines.append(f"\nBenchmark wall time {time.time() - start:.0f} s; this process's peak RSS "

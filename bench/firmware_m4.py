@@ -19,8 +19,9 @@ from edge.firmware_sim.export_c import export_c
 from edge.firmware_sim.fit import budget, bundle_counts, load_profiles
 from edge.firmware_sim.intarith import IntExecutor, calibrate, load_int8, normalised
 from edge.firmware_sim.qemu import build_m4, run_qemu, tool_missing
-from edge.recordings import broad_root, read_recording
-from edge.replay import select_inputs
+from edge.io.recordings import read_recording
+from edge.io.datasets import broad_root
+from edge.io.channels import select_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,13 +33,13 @@ def cases():
     lmu = read_bundle(ROOT / "bench" / "bundles" / "lmu.onnx")
     walk = np.cumsum(np.random.default_rng(0).normal(0, 0.1, (4000, 6)), axis=0).astype(np.float32)
     yield "bench-lmu", lmu, IntExecutor(calibrate(lmu.meta, lmu.weights, walk[:3000])), walk[3000:]
-    from edge.timeseries.har_data import load_watch
+    from edge.tasks.classify.data import load_watch
     data = load_watch()
     har = load_int8("har-watch")                          # calibrated on its training subjects
     held = np.isin(data.subject, har.meta["metrics"]["held_out_subjects"])
     test = np.concatenate(data.subset(np.flatnonzero(held)).x)
     yield "har-watch", har.bundle, har.executor, normalised(har.meta, test[:1000])
-    from edge.timeseries.ett import load_ett
+    from edge.tasks.forecast.ett import load_ett
     ett = load_ett("ETTh1", "multivariate")
     model = load_int8("ett-forecast")                     # calibrated on the train split
     test = ett.values[slice(*ett.borders["test"])][:200].astype(np.float32)

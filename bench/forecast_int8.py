@@ -13,8 +13,8 @@ import numpy as np
 from edge.bundle import BUNDLE_DIR
 from edge.firmware_sim.intarith import load_int8
 from edge.runtime import load
-from edge.timeseries.ett import HORIZONS, future, load_ett, scores
-from edge.timeseries.forecast_eval import bundle_name, stream_forecasts
+from edge.tasks.forecast.ett import HORIZONS, future, load_ett, scores
+from edge.tasks.forecast.evaluate import bundle_name, stream_forecasts
 
 
 def main(cases):

@@ -15,8 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from edge.models import LMU, S4D, ForecastHead, LMUFormer, Pointwise, Stack, count_parameters, seed_everything
-from edge.models.forecast_train import MAX_HORIZON, fit_forecaster
-from edge.timeseries.ett import HORIZONS, future, load_ett, scores
+from edge.models.training.forecast import MAX_HORIZON, fit_forecaster
+from edge.tasks.forecast.ett import HORIZONS, future, load_ett, scores
 
 THETA, ORDER, DIM, WINDOW, BURN_IN, STRIDE = 336.0, 64, 64, 336 + 512, 336, 8
 

@@ -19,8 +19,8 @@ from edge.firmware_sim.export_c import export_c
 from edge.firmware_sim.intarith import load_int8, normalised
 from edge.firmware_sim.qemu import build_m4, run_qemu
 from edge.runtime import load
-from edge.timeseries.har_data import load_watch
-from edge.timeseries.har_eval import SHIPPED, stream_probabilities
+from edge.tasks.classify.data import load_watch
+from edge.tasks.classify.evaluate import SHIPPED, stream_probabilities
 
 
 def accuracy(model, data) -> float:

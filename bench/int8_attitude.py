@@ -6,17 +6,18 @@ imu-attitude bundle on the BROAD test split, run as `edge replay` runs a recordi
 import json
 import sys
 
-from edge.evaluate import broad_trials, evaluate_attitude, format_table
+from edge.tasks.attitude.evaluate import broad_trials, evaluate_attitude, format_table
 from edge.firmware_sim.intarith import load_int8
-from edge.recordings import Recording
+from edge.io.recordings import Recording
 from edge.replay import replay
 from edge.runtime import load
+from edge.tasks.attitude.view import quaternions
 
 
 def estimator(model):
     def estimate(acc, gyr, rate_hz):
         res = replay(Recording.from_imu(acc, gyr, rate_hz=rate_hz), model)
-        return res.y[:, res.quat_index]
+        return quaternions(res)
     return estimate
 
 

@@ -5,7 +5,7 @@ spikes per neuron per step, MACs vs accumulates per step, energy per inference.
     python bench/spiking_vs_dense.py                     # dim 16, order 16: ~10 min on 2 shared cores
     python bench/spiking_vs_dense.py --dim 32 --order 32 --epochs 12 --steps 40   # the shipped size
 
-Training is `edge train har-watch`'s (models/har_train.py: random crops, rotation/gain/speed
+Training is `edge train har-watch`'s (models/training/har.py: random crops, rotation/gain/speed
 augmentation, per-step cross-entropy on the running-mean logits), with the same seed, budget and
 held-out subjects (fold 0: 1 and 6) for both kinds; the bundles go to --out.
 """
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from edge.models.fused_lif import fused_lif
-from edge.models.har_train import build_model, export, normalisation, train
+from edge.models.training.har import build_model, export, normalisation, train
 from edge.models.train import count_parameters, seed_everything
-from edge.timeseries.har_data import load_watch, subject_folds
+from edge.tasks.classify.data import load_watch, subject_folds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from har_int8 import main as report  # noqa: E402  (the measuring half lives there)

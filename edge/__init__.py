@@ -7,5 +7,5 @@ __version__ = "0.1.0"
 
 def load(bundle_or_name, engine: str = "auto", threads: int = 1):
     """Load a bundle on the Numba or onnxruntime engine (see `edge.runtime.load`)."""
-    from .runtime import load as _load
+    from edge.runtime import load as _load
     return _load(bundle_or_name, engine=engine, threads=threads)

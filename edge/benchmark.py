@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from .argtypes import integer, positive_float
+from edge.argtypes import integer, positive_float
 
 _positive_int, _nonnegative_int, _positive_float = integer(1), integer(0), positive_float
 
@@ -452,9 +452,9 @@ def _measure_rows(args, bundle, tasks, make, streams_list, notes, bar):
 
 
 def measure(args) -> dict:
-    from . import load
-    from .bundle import read_bundle
-    from .cost import step_cost
+    from edge import load
+    from edge.bundle import read_bundle
+    from edge.cost import step_cost
 
     def progress(total, desc):
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "edge.bundle/1"
-DIALOGUE_SCHEMA = "edge.dialogue-lm/1"     # a decoder LM in the common layout (edge.dialogue runs it)
+DIALOGUE_SCHEMA = "edge.dialogue-lm/1"     # a decoder LM in the common layout (edge.tasks.dialogue runs it)
 METADATA_KEY = "edge"
 REQUIRED = ("schema", "task", "inputs", "outputs", "state", "program")
 BUNDLE_DIR = Path(__file__).with_name("bundles")

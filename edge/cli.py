@@ -37,7 +37,7 @@ bundles). If the bundle has a sample rate and the file's differs by more than 0.
 resampled to it (linear) and every input sample gets the output of the latest model sample at or
 before it (no look-ahead).
 
-Imperfect files (see edge.recordings): a sample with NaN is not fed; a NaN run up to --gap-s is
+Imperfect files (see edge.io.recordings): a sample with NaN is not fed; a NaN run up to --gap-s is
 skipped with the state held, and its output rows repeat the last output (held=1); after a gap
 (nothing fed for longer than --gap-s) the state resets. A truncated last line is dropped with a
 warning. Anything else wrong is one line naming the file and line, and exit code 2."""
@@ -63,7 +63,7 @@ def _inspect_decoder(path, as_json: bool) -> int:
 
     import onnx
 
-    from .dialogue.decoder import Decoder
+    from edge.tasks.dialogue.decoder import Decoder
     d = Decoder(path)
     model = onnx.load(str(d.path), load_external_data=False)
     params = sum(math.prod(t.dims) for t in model.graph.initializer)
@@ -89,8 +89,8 @@ def _inspect_decoder(path, as_json: bool) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .bundle import DIALOGUE_SCHEMA, read_bundle, read_schema, resolve
-    from .cost import step_cost
+    from edge.bundle import DIALOGUE_SCHEMA, read_bundle, read_schema, resolve
+    from edge.cost import step_cost
     if read_schema(args.bundle) == DIALOGUE_SCHEMA:
         return _inspect_decoder(resolve(args.bundle), args.json)
     b = read_bundle(args.bundle)
@@ -125,27 +125,36 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .benchmark import run
+    from edge.benchmark import run
     return run(args)
 
 
 def cmd_replay(args) -> int:
-    from .replay import run
+    from edge.replay import run
     return run(args)
+
+
+# what `edge eval` scores -> the task module that evaluates it (its add_arguments and run)
+EVALUATIONS = {
+    "imu-attitude": "edge.tasks.attitude.evaluate",
+    "har-watch": "edge.tasks.classify.evaluate",
+    "anomaly": "edge.tasks.anomaly.evaluate",
+    "ett-forecast": "edge.tasks.forecast.evaluate",
+}
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import run
-    return run(args)
+    import importlib
+    return importlib.import_module(EVALUATIONS[args.task]).run(args)
 
 
 # task -> module whose main(argv) trains it (torch is imported only when one runs)
 TRAINERS = {
-    "imu-attitude": "edge.models.attitude_train",
-    "dialogue-lm": "edge.models.dialogue_train",
-    "har-watch": "edge.models.har_train",
-    "anomaly": "edge.timeseries.anomaly_tune",
-    "ett-forecast": "edge.models.forecast_train",
+    "imu-attitude": "edge.models.training.attitude",
+    "dialogue-lm": "edge.models.training.dialogue",
+    "har-watch": "edge.models.training.har",
+    "anomaly": "edge.tasks.anomaly.tune",
+    "ett-forecast": "edge.models.training.forecast",
 }
 
 
@@ -155,7 +164,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .models.demo import run
+    from edge.models.training.demo import run
     return run(args)
 
 
@@ -174,13 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Time one bundle on torch eager (if installed), onnxruntime run and IOBinding, "
                                    "Numba per call and block, at several stream counts; print ratios against the "
                                    "FLOP floor and onnxruntime measured in the same run.")
-    from .benchmark import add_arguments
+    from edge.benchmark import add_arguments
     add_arguments(b)
     b.set_defaults(func=cmd_bench)
     r = sub.add_parser("replay", help="stream a recorded file through a bundle: summary, outputs, plot",
                        description=REPLAY_DESCRIPTION, epilog=REPLAY_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .replay import add_arguments as add_replay_arguments
+    from edge.replay import add_arguments as add_replay_arguments
     add_replay_arguments(r)
     r.set_defaults(func=cmd_replay)
     e = sub.add_parser("eval", help="score a model beside the peer filters on real recordings",
@@ -195,8 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "  edge eval ett-forecast            # 4 ETT sets x 2 settings -> docs/forecast-results.md\n"
                               "  edge eval ett-forecast --forecast-bundles /tmp/ett --out /tmp/ett   # freshly trained\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .evaluate import add_arguments as eval_arguments
-    eval_arguments(e)
+    e.add_argument("task", choices=list(EVALUATIONS),
+                   help="what to evaluate: imu-attitude (BROAD inclination error), har-watch (activity "
+                        "classification, leave subjects out, early decision; writes docs/har-results.md) or anomaly "
+                        "(events on ETT, BROAD and KDD-TSAD; writes docs/anomaly-results.md) or ett-forecast (the "
+                        "forecasting bundles on the 4 ETT test splits beside baselines; writes docs/forecast-results.md)")
+    import importlib
+    for module in EVALUATIONS.values():      # one parser: each task adds its own options
+        importlib.import_module(module).add_arguments(e)
     e.set_defaults(func=cmd_eval)
     t = sub.add_parser("train", help="train a shipped model from its data (needs torch)",
                        description="Train one of the shipped models; `edge train imu-attitude --help` lists its options.")
@@ -210,11 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="folder for the bundles (default: a temporary folder)")
     d.set_defaults(func=cmd_demo)
     # commands of other subsystems: each module's add_subparser(sub) adds its parser (cheap imports only)
-    from .firmware_sim.fit import add_subparser as add_fit; add_fit(sub)
-    from .firmware_sim.export_c import add_subparser as add_export_c; add_export_c(sub)
-    from .dialogue.cli import add_subparser as add_chat; add_chat(sub)
-    from .daemon.cli import add_subparser as add_run; add_run(sub)
-    from .firmware_sim.mqtt_sim import add_subparser as add_sim; add_sim(sub)
+    from edge.firmware_sim.fit import add_subparser as add_fit; add_fit(sub)
+    from edge.firmware_sim.export_c import add_subparser as add_export_c; add_export_c(sub)
+    from edge.tasks.dialogue.cli import add_subparser as add_chat; add_chat(sub)
+    from edge.daemon.cli import add_subparser as add_run; add_run(sub)
+    from edge.firmware_sim.mqtt_sim import add_subparser as add_sim; add_sim(sub)
     return p
 
 
@@ -224,9 +239,9 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from .bundle import BundleError
-    from .recordings import RecordingError
-    from .runtime import InputError
+    from edge.bundle import BundleError
+    from edge.io.recordings import RecordingError
+    from edge.runtime import InputError
     try:
         return args.func(args)
     except (BundleError, InputError, RecordingError, FileNotFoundError) as e:

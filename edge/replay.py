@@ -3,7 +3,7 @@ sample (in block calls), and report what came out and how fast.
 
 What it does, in order:
 
-1. Reads INPUT with `edge.recordings.read_recording` (CSV, NPZ or JSON lines; ``--acc-unit``,
+1. Reads INPUT with `edge.io.recordings.read_recording` (CSV, NPZ or JSON lines; ``--acc-unit``,
    ``--gyr-unit``, ``--rate-hz``, ``--gap-s``). Everything that module refuses is one line on
    stderr and exit code 2; what it accepts with a warning (a truncated last line, NaN samples, gaps)
    is said on stderr and replayed by its rules.
@@ -13,15 +13,14 @@ What it does, in order:
 3. If the bundle has a ``sample_rate_hz`` and the recording's rate differs from it by more than
    0.5 %, resamples the inputs to the bundle's rate (linear interpolation, `resample`) and maps each
    output back to each input sample: the output of the latest model sample **at or before** the
-   input sample's time, so no output looks ahead. A quaternion output is then carried over the
-   remaining fraction of a model step with the input sample's own gyro reading (q ⊗ exp(ω·lag)),
-   which keeps it causal and removes up to one model step of lag (BROAD test split at 100 Hz:
-   1.03° without this rule, 0.75° with it).
+   input sample's time, so no output looks ahead. The task may then carry each output over the
+   remaining fraction of a model step (attitude: q ⊗ exp(ω·lag) with the input sample's own gyro
+   reading, BROAD test split at 100 Hz: 1.03° without this rule, 0.75° with it).
 4. Streams the fed samples through the engine in ``--chunk`` samples per `Model.block` call, one
    stream, with a progress bar on stderr. Only the engine calls are timed ("engine time",
    "µs per sample", "real-time factor"); the replay wall time covers the whole streaming stage.
 
-Imperfect recordings, by the rules of `edge.recordings` (the "documented rule"):
+Imperfect recordings, by the rules of `edge.io.recordings` (the "documented rule"):
 
 * A sample with NaN/Inf in a channel the bundle reads is **not fed**. A run of such samples no
   longer than the gap threshold (``--gap-s``; 0.5 s or 5 sample periods) is skipped and the **state is held** across it.
@@ -31,13 +30,11 @@ Imperfect recordings, by the rules of `edge.recordings` (the "documented rule"):
   (NaN before the first one) and have ``held = 1``.
 
 Output (``--output FILE.csv`` or ``FILE.jsonl``): one row per input sample — ``t``, the bundle's
-output names, ``roll_deg,pitch_deg`` for a quaternion output (a bundle with ``task == "attitude"``
-or outputs named ``qw,qx,qy,qz``), and ``held``.
+output names, the columns its task adds (``roll_deg,pitch_deg`` for attitude), and ``held``.
 
-With a reference orientation in the recording and a quaternion output, the summary gives the
-inclination RMSE in degrees, the BROAD metric (`edge.attitude.inclination_rmse`): over the
-recording's scored samples (its ``movement`` mask) or all samples when it has none, skipping rows
-without a reference.
+Replay knows no task: the bundle's task (`edge.tasks.view`) scores, summarises and plots the run,
+maps outputs back from a resampled grid causally (attitude: `edge.tasks.attitude.view.carry`), and
+adds output columns; an overlay (anomaly events, ``--detector``) marks any replay.
 """
 from __future__ import annotations
 
@@ -51,32 +48,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .argtypes import integer, positive_float
+from edge.argtypes import integer, positive_float
 
 _positive_int, _positive_float = integer(1), positive_float
 
 if TYPE_CHECKING:          # numpy is imported when a replay runs, so that `edge --help` stays instant
     import numpy as np
 
-QUAT_NAMES = ("qw", "qx", "qy", "qz")
-
-# bundle task -> module that scores, summarises and plots its replays: metric(rec, res, meta) -> dict | None,
-# summary_lines(metric) -> [str], plot(rec, res, path, title, metric, meta). Attitude is this module's own.
-TASK_VIEWS = {
-    "forecast": "edge.timeseries.forecast_view",
-    "classification": "edge.timeseries.classification_view",
-}
 RATE_TOLERANCE = 0.005            # resample when the rates differ by more than 0.5 %
 DEFAULT_CHUNK = 4096
 MAX_PLOT_POINTS = 20000           # per line; longer recordings are thinned for the plot only
 MAX_WARNINGS_SHOWN = 8
-
-# unit spellings -> canonical, and conversion factors (canonical in the recording -> the bundle's)
-_UNIT_ALIASES = {"m/s^2": "m/s^2", "m/s2": "m/s^2", "m/s²": "m/s^2", "m s^-2": "m/s^2", "g": "g",
-                 "rad/s": "rad/s", "rad s^-1": "rad/s", "deg/s": "deg/s", "dps": "deg/s", "°/s": "deg/s"}
-_UNIT_FACTORS = {("m/s^2", "g"): 1.0 / 9.80665, ("g", "m/s^2"): 9.80665,
-                 ("rad/s", "deg/s"): 180.0 / math.pi, ("deg/s", "rad/s"): math.pi / 180.0}
-
 
 # ------------------------------------------------------------------------------------ arguments
 
@@ -84,9 +66,9 @@ _UNIT_FACTORS = {("m/s^2", "g"): 1.0 / 9.80665, ("g", "m/s^2"): 9.80665,
 
 # spelled out here so that `edge --help` imports nothing heavy (tests check them against the modules)
 ENGINE_CHOICES = ("auto", "numba", "onnxruntime")           # edge.runtime.ENGINES
-ACC_UNIT_CHOICES = ("m/s^2", "g")                          # keys of edge.recordings.ACC_UNITS
-GYR_UNIT_CHOICES = ("rad/s", "deg/s")                      # keys of edge.recordings.GYR_UNITS
-DEFAULT_GAP_S = 0.5                                        # edge.recordings.DEFAULT_GAP_S
+ACC_UNIT_CHOICES = ("m/s^2", "g")                          # keys of edge.io.recordings.ACC_UNITS
+GYR_UNIT_CHOICES = ("rad/s", "deg/s")                      # keys of edge.io.recordings.GYR_UNITS
+DEFAULT_GAP_S = 0.5                                        # edge.io.recordings.DEFAULT_GAP_S
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -115,21 +97,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("what comes out")
     o.add_argument("--output", "-o", default=None, metavar="FILE",
                    help="write one row per input sample to FILE.csv or FILE.jsonl: t, the bundle's outputs, "
-                        "roll_deg,pitch_deg for a quaternion output, held")
+                        "the task's columns (roll_deg,pitch_deg for attitude), held")
     o.add_argument("--plot", default=None, metavar="FILE.png",
                    help="plot (needs matplotlib): roll and pitch vs the reference and the inclination error for an "
                         "attitude bundle; each output (first 6) over time otherwise")
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
-    o.add_argument("--detector", default=None, metavar="CONFIG",
-                   help="also mark anomaly events (edge.timeseries.anomaly) on the bundle's input channels: a "
-                        "shipped configuration (anomaly-ett, anomaly-ettm, anomaly-imu) or a .json file; the "
-                        "summary lists the events, --plot draws them on the signal")
     o.add_argument("--chunk", type=_positive_int, default=DEFAULT_CHUNK,
                    help=f"samples per engine block call (default {DEFAULT_CHUNK})")
     o.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown on stderr when that is a terminal)")
-    from .dialogue.cli import add_memory_arguments  # a dialogue bundle's options (docs/dialogue.md)
-    add_memory_arguments(p)
+    from edge import tasks
+    for part in (*tasks.overlays(), *tasks.own_replays()):     # e.g. --detector, a dialogue's memory options
+        part.add_replay_arguments(o if part in tasks.overlays() else p)
 
 
 # ---------------------------------------------------------------------------------- the replay
@@ -141,7 +120,7 @@ class ReplayResult:
     y: np.ndarray                   # [N, O] float32, the output mapped to each input sample
     held: np.ndarray                # [N] bool, rows repeating an earlier output (sample not fed)
     output_names: list
-    quat_index: list | None         # columns of y that are qw,qx,qy,qz, or None
+    meta: dict                      # the bundle's metadata
     fed: int                        # samples fed to the engine (model samples)
     model_samples: int              # samples on the model's grid (== N without resampling)
     resets: int                     # state resets at gap ends
@@ -154,43 +133,6 @@ class ReplayResult:
     stats: dict = field(default_factory=dict)
 
 
-def quaternion_columns(meta: dict) -> list | None:
-    """Indices of the output columns that form an attitude quaternion, or None."""
-    names = [str(o.get("name", "")).lower() for o in meta["outputs"]]
-    if all(q in names for q in QUAT_NAMES):
-        return [names.index(q) for q in QUAT_NAMES]
-    if meta.get("task") == "attitude" and len(names) == 4:
-        return [0, 1, 2, 3]
-    return None
-
-
-def select_inputs(rec, meta: dict, label: str):
-    """The recording's channels that the bundle reads, as float32 ``[N, C]`` in the bundle's order
-    and units. Raises InputError listing every missing channel."""
-    import numpy as np
-
-    from .runtime import InputError
-    wanted = [str(c.get("name", "")) for c in meta["inputs"]]
-    have = {c.lower(): i for i, c in enumerate(rec.channels)}
-    missing = [w for w in wanted if w.lower() not in have]
-    if missing:
-        raise InputError(f"{rec.source or 'recording'}: the bundle {label} reads channel(s) "
-                         f"{', '.join(missing)}, which the recording lacks (it has: {', '.join(rec.channels)})")
-    cols = [have[w.lower()] for w in wanted]
-    x = rec.x[:, cols].astype(np.float32, copy=True)
-    for k, (spec, c) in enumerate(zip(meta["inputs"], cols)):
-        want = _UNIT_ALIASES.get(str(spec.get("unit") or "").strip().lower())
-        got = _UNIT_ALIASES.get(str(rec.units[c] or "").strip().lower())
-        if want is None or got is None or want == got:
-            continue
-        factor = _UNIT_FACTORS.get((got, want))
-        if factor is None:
-            raise InputError(f"{rec.source or 'recording'}: channel {wanted[k]} is in {rec.units[c]}, "
-                             f"the bundle {label} wants {spec.get('unit')}")
-        x[:, k] *= np.float32(factor)
-    return np.ascontiguousarray(x)
-
-
 def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str | None = None) -> ReplayResult:
     """Stream ``rec`` through ``model`` (an `edge.load` Model) by the module's rules.
 
@@ -198,8 +140,10 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     returning one (made once the number of fed samples F is known, and closed here)."""
     import numpy as np
 
-    from .recordings import default_gap_s, find_gaps, resample
-    from .runtime import InputError
+    from edge import tasks
+    from edge.io.channels import select_inputs
+    from edge.io.recordings import default_gap_s, find_gaps, resample
+    from edge.runtime import InputError
 
     meta = model.meta
     label = label or meta.get("name") or Path(model.bundle.path).name
@@ -278,40 +222,14 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     ok = src >= 0
     y[ok] = Y[src[ok]]
     held = ~fed_in | ~fed_m[j]
-    if resampled_to is not None:
-        carry_orientation(y, meta, x_in, rec.t - t_m[j], ok & ~held)
+    view = tasks.view(meta)
+    if resampled_to is not None and hasattr(view, "carry"):
+        view.carry(y, meta, x_in, rec.t - t_m[j], ok & ~held)
     stream_s = time.perf_counter() - start
     return ReplayResult(t=rec.t, y=y, held=held, output_names=[str(o["name"]) for o in meta["outputs"]],
-                        quat_index=quaternion_columns(meta), fed=F, model_samples=m, resets=len(reset_at),
+                        meta=meta, fed=F, model_samples=m, resets=len(reset_at),
                         gaps=gaps, resampled_to_hz=resampled_to, engine_s=engine, stream_s=stream_s,
                         warmup_s=warmup, chunks=calls)
-
-
-def carry_orientation(y, meta, x, lag_s, rows) -> None:
-    """Rule for quaternion outputs of a resampled replay: the latest model sample lies up to one model
-    step before the input time; carry its orientation over that remaining `lag_s` with the input's own
-    gyro sample, q ⊗ exp(ω·lag). Causal (it uses the current sample only) and it removes the lag that
-    otherwise costs ω·dt of error in fast motion."""
-    import numpy as np
-
-    from .attitude import quat_from_rotvec, quat_multiply, quat_normalize
-
-    q_cols = quaternion_columns(meta)
-    names = [str(c["name"]).lower() for c in meta["inputs"]]
-    gyr = [names.index(g) for g in ("gyr_x", "gyr_y", "gyr_z") if g in names]
-    units = {str(c.get("unit", "")) for c in meta["inputs"] if str(c["name"]).lower().startswith("gyr")}
-    if q_cols is None or len(gyr) != 3 or units != {"rad/s"}:
-        return
-    q = y[rows][:, q_cols].astype(np.float64)
-    turn = quat_from_rotvec(x[rows][:, gyr].astype(np.float64) * lag_s[rows, None])
-    y[np.ix_(rows, q_cols)] = quat_normalize(quat_multiply(q, turn)).astype(np.float32)
-
-
-def roll_pitch(res: ReplayResult):
-    from .attitude import quat_to_roll_pitch
-    if res.quat_index is None:
-        return None, None
-    return quat_to_roll_pitch(res.y[:, res.quat_index].astype("float64"))
 
 
 def output_table(res: ReplayResult):
@@ -319,10 +237,11 @@ def output_table(res: ReplayResult):
     import numpy as np
     cols = [res.t[:, None], res.y.astype(np.float64)]
     names = ["t", *res.output_names]
-    roll, pitch = roll_pitch(res)
-    if roll is not None:
-        cols += [roll[:, None], pitch[:, None]]
-        names += ["roll_deg", "pitch_deg"]
+    from edge import tasks
+    view = tasks.view(res.meta)
+    for name, col in (view.extra_columns(res) if hasattr(view, "extra_columns") else ()):
+        cols.append(np.asarray(col, np.float64)[:, None])
+        names.append(name)
     cols.append(res.held[:, None].astype(np.float64))
     names.append("held")
     return names, np.concatenate(cols, axis=1)
@@ -334,11 +253,11 @@ def write_output(res: ReplayResult, path: Path) -> list:
 
     import numpy as np
 
-    from .bundle import atomic_write_bytes
+    from edge.bundle import atomic_write_bytes
     names, table = output_table(res)
     n_out = len(res.output_names)
-    rp = len(names) - 2 - n_out            # 2 if roll/pitch present
-    fmts = ["%.6f"] + ["%.9g"] * n_out + ["%.6f"] * rp + ["%d"]
+    extra = len(names) - 2 - n_out         # the task's columns
+    fmts = ["%.6f"] + ["%.9g"] * n_out + ["%.6f"] * extra + ["%d"]
     if path.name.lower().endswith(".csv"):
         buf = io.StringIO()
         buf.write(",".join(names) + "\n")
@@ -358,108 +277,52 @@ def write_output(res: ReplayResult, path: Path) -> list:
 
 # ------------------------------------------------------------------------------------- metrics
 
-def attitude_metric(rec, res: ReplayResult) -> dict | None:
-    """BROAD's inclination RMSE (degrees) over the scored samples with a reference and an estimate."""
-    import numpy as np
-
-    from .attitude import inclination_rmse
-    if res.quat_index is None or rec.reference is None:
-        return None
-    q = res.y[:, res.quat_index].astype(np.float64)
-    mask = np.ones(len(rec), bool) if rec.scored is None else rec.scored.copy()
-    mask &= np.all(np.isfinite(q), axis=1)            # only rows before the first output lack an estimate
-    counted = int((mask & np.all(np.isfinite(rec.reference), axis=1)).sum())
-    rmse = inclination_rmse(q, rec.reference, mask)
-    return {"inclination_rmse_deg": None if math.isnan(rmse) else rmse, "scored_samples": counted,
-            "mask": "movement" if rec.scored is not None else "all samples"}
-
-
-def task_view(meta: dict):
-    """The view module of the bundle's task, or None (attitude and generic outputs are drawn here)."""
-    import importlib
-    name = TASK_VIEWS.get(str(meta.get("task")))
-    return importlib.import_module(name) if name else None
-
-
 # ---------------------------------------------------------------------------------------- plot
 
-def plot(rec, res: ReplayResult, path: Path, title: str, metric: dict | None) -> None:
-    """Save the replay's plot (matplotlib, Agg canvas; no pyplot, no global backend change)."""
+def thinning(res):
+    """(step, t from the first sample) that draw at most MAX_PLOT_POINTS points per line."""
+    n = len(res.t)
+    step = max(1, math.ceil(n / MAX_PLOT_POINTS))
+    return step, res.t[::step] - (res.t[0] if n else 0.0)
+
+
+def new_figure(rows: int, height: float):
+    """A figure of ``rows`` stacked axes sharing time (matplotlib's Agg canvas; no pyplot, no global
+    backend change)."""
     import numpy as np
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        from .runtime import InputError
+        from edge.runtime import InputError
         raise InputError("--plot needs matplotlib: pip install 'edge[plot]' (or matplotlib)") from None
+    fig = Figure(figsize=(11, height * rows + 0.6), dpi=110, layout="constrained")
+    return fig, np.atleast_1d(fig.subplots(rows, 1, sharex=True))
 
-    from .attitude import inclination_error_deg, quat_to_roll_pitch
-    n = len(rec)
-    step = max(1, math.ceil(n / MAX_PLOT_POINTS))
-    t = res.t[::step] - (res.t[0] if n else 0.0)
-    held = res.held
 
-    def shade(ax, mask, color, label):
-        """Shade the runs where mask is True."""
-        if mask is None or not mask.any():
-            return
-        d = np.diff(np.r_[0, mask.astype(np.int8), 0])
-        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-        t0 = res.t[0]
-        for k, (a, b) in enumerate(zip(starts, ends)):
-            ax.axvspan(res.t[a] - t0, res.t[b - 1] - t0, color=color, alpha=0.12, lw=0,
-                       label=label if k == 0 else None)
+def shade_runs(ax, t, mask, color, label) -> None:
+    """Shade the runs of samples where ``mask`` is True (times relative to ``t[0]``)."""
+    import numpy as np
+    if mask is None or not mask.any():
+        return
+    d = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        ax.axvspan(t[a] - t[0], t[b - 1] - t[0], color=color, alpha=0.12, lw=0, label=label if k == 0 else None)
 
-    def unwrapped(angle):
-        """Thinned angle with the ±180° wrap-arounds broken, so they draw no vertical line."""
-        a = np.array(angle[::step], dtype=np.float64)
-        a[1:][np.abs(np.diff(a)) > 180.0] = np.nan
-        return a
 
-    if res.quat_index is not None:
-        roll, pitch = roll_pitch(res)
-        ref = rec.reference
-        has_ref = ref is not None and np.isfinite(ref).any()
-        rows = 3 if has_ref else 2
-        fig = Figure(figsize=(11, 2.6 * rows + 0.6), dpi=110, layout="constrained")
-        axes = fig.subplots(rows, 1, sharex=True)
-        if has_ref:
-            rr, pr = quat_to_roll_pitch(ref)
-        for ax, est, name, r in ((axes[0], roll, "roll", rr if has_ref else None),
-                                 (axes[1], pitch, "pitch", pr if has_ref else None)):
-            if r is not None:
-                ax.plot(t, unwrapped(r), color="0.1", lw=1.6, label="reference")
-            ax.plot(t, unwrapped(est), color="tab:orange", lw=1.0, label="estimate")
-            ax.set_ylabel(f"{name} [°]")
-            shade(ax, held, "tab:red", "not fed (held)")
-            ax.grid(alpha=0.3)
-            ax.legend(loc="upper right", fontsize=8, ncol=2)
-        if has_ref:
-            err = inclination_error_deg(res.y[:, res.quat_index].astype(np.float64), ref)
-            ax = axes[2]
-            shade(ax, rec.scored, "tab:green", "scored (movement)")
-            ax.plot(t, err[::step], color="tab:blue", lw=0.9, label="inclination error")
-            ax.legend(loc="upper right", fontsize=8, ncol=2)
-            ax.set_ylabel("inclination error [°]")
-            ax.set_ylim(bottom=0)
-            ax.grid(alpha=0.3)
-            rmse = metric and metric.get("inclination_rmse_deg")
-            where = "scored (shaded)" if rec.scored is not None else "all"
-            ax.set_title(f"inclination error — RMSE {rmse:.2f}° over {metric['scored_samples']:,} {where} samples"
-                         if rmse is not None else "inclination error (no scored sample with a reference)",
-                         fontsize=10)
-        axes[-1].set_xlabel("time [s]")
-    else:
-        k = min(6, len(res.output_names))
-        fig = Figure(figsize=(11, 1.7 * k + 0.8), dpi=110, layout="constrained")
-        axes = np.atleast_1d(fig.subplots(k, 1, sharex=True))
-        for i, ax in enumerate(axes):
-            ax.plot(t, res.y[::step, i], lw=0.9, color=f"C{i}")
-            ax.set_ylabel(res.output_names[i])
-            shade(ax, held, "tab:red", "not fed (held)")
-            ax.grid(alpha=0.3)
-        axes[-1].set_xlabel("time [s]")
-        if len(res.output_names) > k:
-            title += f" (first {k} of {len(res.output_names)} outputs)"
+def plot(rec, res: ReplayResult, path: Path, title: str) -> None:
+    """Each output (the first 6) over time, for a bundle whose task draws nothing of its own."""
+    step, t = thinning(res)
+    k = min(6, len(res.output_names))
+    fig, axes = new_figure(k, 1.7)
+    for i, ax in enumerate(axes):
+        ax.plot(t, res.y[::step, i], lw=0.9, color=f"C{i}")
+        ax.set_ylabel(res.output_names[i])
+        shade_runs(ax, res.t, res.held, "tab:red", "not fed (held)")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("time [s]")
+    if len(res.output_names) > k:
+        title += f" (first {k} of {len(res.output_names)} outputs)"
     fig.suptitle(title, fontsize=11)
     fig.savefig(path)
 
@@ -471,16 +334,17 @@ def _fmt_s(s: float) -> str:
 
 
 def run(args) -> int:
-    from .dialogue.cli import is_dialogue_model, run_replay
-    if is_dialogue_model(args.model):  # a decoder LM: the file is a dialogue (JSON lines of turns)
-        return run_replay(args)
+    from edge import tasks
+    for own in tasks.own_replays():     # e.g. a decoder LM: the file is a dialogue (JSON lines of turns)
+        if own.claims(args.model):
+            return own.run_replay(args)
     import warnings
 
     import numpy as np
 
-    from . import load
-    from .recordings import RecordingWarning, read_recording
-    from .runtime import InputError
+    from edge import load
+    from edge.io.recordings import RecordingWarning, read_recording
+    from edge.runtime import InputError
 
     out_path = Path(args.output) if args.output else None
     if out_path is not None and not out_path.name.lower().endswith((".csv", ".jsonl", ".ndjson")):
@@ -493,17 +357,17 @@ def run(args) -> int:
     total0 = time.perf_counter()
     t0 = time.perf_counter()
     if args.arith == "int8":
-        from .firmware_sim.intarith import load_int8
+        from edge.firmware_sim.intarith import load_int8
         model = load_int8(args.model, fallback=args.input)
     else:
         model = load(args.model, engine=args.engine, threads=args.threads)
     load_s = time.perf_counter() - t0
     meta = model.meta
     label = meta.get("name") or model.bundle.path
-    view = task_view(meta)
-    if args.detector:
-        from .timeseries import anomaly_view
-        anomaly_view.check(args.detector)
+    view = tasks.view(meta)
+    overlay = next((o for o in tasks.overlays() if o.wanted(args)), None)
+    if overlay:
+        overlay.check(args)
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -525,9 +389,8 @@ def run(args) -> int:
                         leave=False, disable=None, dynamic_ncols=True)
     res = replay(rec, model, chunk=args.chunk, progress=progress, label=label)
 
-    metric = attitude_metric(rec, res)
     task_metric = view.metric(rec, res, meta) if view else None
-    anomaly = anomaly_view.metric(rec, res, meta, args.detector) if args.detector else None
+    marked = overlay.metric(rec, res, meta, args) if overlay else None
     write_s = plot_s = 0.0
     columns = None
     try:
@@ -538,12 +401,12 @@ def run(args) -> int:
         if plot_path is not None:
             t0 = time.perf_counter()
             title = f"{Path(args.input).name} · {meta.get('name') or Path(model.bundle.path).name} on {model.engine}"
-            if anomaly:
-                anomaly_view.plot(rec, res, plot_path, title, anomaly, meta)
+            if marked:
+                overlay.plot(rec, res, plot_path, title, marked, meta)
             elif view:
                 view.plot(rec, res, plot_path, title, task_metric, meta)
             else:
-                plot(rec, res, plot_path, title, metric)
+                plot(rec, res, plot_path, title)
             plot_s = time.perf_counter() - t0
     except OSError as e:
         print(f"edge replay: cannot write {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
@@ -587,13 +450,9 @@ def run(args) -> int:
         "engine_s": res.engine_s,
         "us_per_sample": res.engine_s / res.fed * 1e6,
         "realtime_factor": duration / res.engine_s if res.engine_s > 0 else None,
-        "inclination_rmse_deg": metric["inclination_rmse_deg"] if metric else None,
-        "scored_samples": metric["scored_samples"] if metric else None,
-        "metric": ("BROAD inclination RMSE in degrees over the "
-                   + ("scored (movement) samples" if rec.scored is not None else "samples")
-                   + " with a reference") if metric else None,
+        **(view.summary_fields(task_metric) if hasattr(view, "summary_fields") else {}),
         "task_metric": task_metric,
-        "anomaly": anomaly,
+        **({overlay.SUMMARY_KEY: marked} if overlay else {}),
         "output": str(out_path) if out_path else None,
         "columns": columns,
         "plot": str(plot_path) if plot_path else None,
@@ -602,8 +461,8 @@ def run(args) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(_text_summary(summary, rec, view))
-        if anomaly:
-            print("\n".join(anomaly_view.summary_lines(anomaly)))
+        if marked:
+            print("\n".join(overlay.summary_lines(marked)))
     return 0
 
 
@@ -639,11 +498,6 @@ def _text_summary(s: dict, rec, view=None) -> str:
     lines.append(f"engine      {_fmt_s(s['engine_s'])} for {s['fed_samples']:,} samples in {s['engine_calls']} "
                  f"block call(s) = {s['us_per_sample']:.2f} µs per sample; real-time factor "
                  + (f"{rtf:,.0f}×" if rtf is not None else "-"))
-    if s["metric"]:
-        v = s["inclination_rmse_deg"]
-        lines.append("inclination " + (f"RMSE {v:.3f}°" if v is not None else "RMSE n/a")
-                     + f" over {s['scored_samples']:,} {'scored ' if rec.scored is not None else ''}samples "
-                       "with a reference (BROAD metric)")
     if view and s["task_metric"]:
         lines.extend(view.summary_lines(s["task_metric"]))
     if s["output"]:

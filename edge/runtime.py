@@ -7,7 +7,7 @@ is refused with an `InputError` that says what and where; the state is left unto
 """
 import numpy as np
 
-from .bundle import Bundle, BundleError, read_bundle
+from edge.bundle import Bundle, BundleError, read_bundle
 
 ENGINES = ("auto", "numba", "onnxruntime")
 
@@ -77,7 +77,7 @@ def load(bundle_or_name, engine: str = "auto", threads: int = 1) -> Model:
     if engine == "auto" and meta.get("int8"):
         reason = "onnxruntime: an int8 graph (onnxruntime quantisation)"
     elif engine in ("auto", "numba"):
-        from .engine.numba_engine import NumbaExecutor, UnsupportedOp
+        from edge.engine.numba_engine import NumbaExecutor, UnsupportedOp
         try:
             ex = NumbaExecutor(meta["program"], bundle.weights, meta["state"])
             return Model(bundle, ex, "numba: a kernel for every op" if engine == "auto" else "numba: asked for")
@@ -89,7 +89,7 @@ def load(bundle_or_name, engine: str = "auto", threads: int = 1) -> Model:
             raise BundleError(bundle.path, f"program does not match its weights or state: {e}") from None
     else:
         reason = "onnxruntime: asked for"
-    from .engine.ort_engine import OrtExecutor
+    from edge.engine.ort_engine import OrtExecutor
     try:
         ex = OrtExecutor(bundle.model_bytes, meta["state"], threads=threads)
     except Exception as e:  # onnxruntime raises its own exception types for invalid graphs
@@ -104,7 +104,7 @@ class Streams:
     are refused, so a typo cannot silently start a fresh stream."""
 
     def __init__(self, model: Model, capacity: int = 1024, **table_options):
-        from .engine.state_table import StateTable
+        from edge.engine.state_table import StateTable
         self.model = model
         fingerprint = repr([(s["name"], s["shape"]) for s in model.meta["state"]])
         self.table = StateTable(model.init_state(1)[0], capacity=capacity, fingerprint=fingerprint, **table_options)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.recordings import IMU_CHANNELS, Recording, write_recording_csv
-from edge.timeseries.har_data import WATCH_CLASS_NAMES, load_watch
+from edge.io.recordings import IMU_CHANNELS, Recording, write_recording_csv
+from edge.tasks.classify.data import WATCH_CLASS_NAMES, load_watch
 
 SUBJECT = 1
 HERE = Path(__file__).resolve().parent

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.recordings import (BROAD_TEST_TRIALS, Recording, broad_root, broad_trial_number, read_recording,
-                             write_recording_csv)
+from edge.io.recordings import Recording, read_recording, write_recording_csv
+from edge.io.datasets import BROAD_TEST_TRIALS, broad_root, broad_trial_number
 
 TRIAL = "08_undisturbed_fast_rotation_with_breaks_A"
 FIRST, COUNT = 7360, 17143            # samples FIRST .. FIRST+COUNT-1 of the trial (0-based)

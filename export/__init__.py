@@ -5,8 +5,8 @@ try:
 except ImportError as e:  # say which extra, not just "No module named torch"
     raise ImportError("edge.export needs torch: pip install torch==2.13.0 && pip install 'edge[train]'") from e
 
-from .bundle_export import export_bundle
-from .lower import ExportError, lower
-from .quantize import quantize_bundle
+from edge.export.bundle_export import export_bundle
+from edge.export.lower import ExportError, lower
+from edge.export.quantize import quantize_bundle
 
 __all__ = ["export_bundle", "quantize_bundle", "lower", "ExportError"]

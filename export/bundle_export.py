@@ -12,8 +12,8 @@ import torch
 import edge
 from edge.bundle import SCHEMA, atomic_write_bytes, state_input, state_output, write_metadata
 
-from .lower import ExportError, lower
-from .program_torch import ProgramModule
+from edge.export.lower import ExportError, lower
+from edge.export.program_torch import ProgramModule
 
 
 def _channels(names, n, prefix):

@@ -15,12 +15,11 @@ from pathlib import Path
 
 C_DIR = Path(__file__).with_name("c")
 SOURCES = ("edge_int.c", "edge_int.h", "host_main.c", "mps2_main.c", "startup_m4.c", "mps2_m4.ld")
-CFLAGS = "-std=c99 -O2 -Wall -ffp-contract=off -fno-math-errno"
-M4_FLAGS = "-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16"
+from edge.firmware_sim.cflags import CFLAGS, M4_FLAGS
 
 def calls() -> dict:
     """record code -> (C kernel, its array arguments, record fields passed, trailing argument)"""
-    from . import intarith_kernels as K
+    from edge.firmware_sim import intarith_kernels as K
     return {
         K.OP_QUANT: ("edge_quant", "wsf, wsi", 4, "QMAX"),
         K.OP_DEQUANT: ("edge_dequant", "wsi, wsf", 4, None),
@@ -164,14 +163,14 @@ def run(args) -> int:
     import numpy as np
 
     from edge.bundle import read_bundle
-    from .intarith import load_int8
+    from edge.firmware_sim.intarith import load_int8
     bundle = read_bundle(args.bundle)
     model = load_int8(bundle.path, args.calibrate, state_bits=args.state_bits)
     name = bundle.meta.get("name") or Path(bundle.path).stem
     out = export_c(model.executor.plan, args.out, name)
     print(f"wrote {out}/model.c ({len(model.executor.plan.ops)} ops), model.h, kernels, harnesses, Makefile")
     if args.build or args.qemu:
-        from .qemu import build_m4, run_qemu, tool_missing
+        from edge.firmware_sim.qemu import build_m4, run_qemu, tool_missing
         missing = tool_missing()
         if missing:
             print(f"edge export-c: {missing}", file=sys.stderr)
@@ -181,9 +180,9 @@ def run(args) -> int:
               f"{sizes['data'] + sizes['bss']:,} B (harness buffers, one state) + model_step's stack frame "
               f"{sizes['step_stack']:,} B (linker stack reserve {sizes['stack']:,} B)")
         if args.qemu:
-            from edge.recordings import read_recording
-            from edge.replay import select_inputs
-            from .intarith import normalised
+            from edge.io.recordings import read_recording
+            from edge.io.channels import select_inputs
+            from edge.firmware_sim.intarith import normalised
             x = select_inputs(read_recording(args.qemu), bundle.meta, name)
             x = normalised(bundle.meta, x[np.all(np.isfinite(x), axis=1)][:args.steps])
             res = run_qemu(out, x, model.executor.plan.O)

@@ -175,11 +175,11 @@ def shipped_bundles() -> list:
 def measured_spike_rates(bundle, x=None) -> dict:
     """{LIF op index: spikes per neuron per step} of the float step on raw inputs x [T, C], a
     recording file, or (None) the recordings the bundle was trained on: the bundle's program run
-    with its LIF outputs as the output (the probe of edge.timeseries.har_eval), on Numba."""
+    with its LIF outputs as the output (the probe of edge.tasks.classify.evaluate), on Numba."""
     import numpy as np
     from edge.engine.numba_engine import NumbaExecutor
-    from edge.timeseries.har_eval import spike_probe
-    from .intarith import calibration_inputs, normalised
+    from edge.tasks.classify.evaluate import spike_probe
+    from edge.firmware_sim.intarith import calibration_inputs, normalised
     x = normalised(bundle.meta, calibration_inputs(bundle, x, samples=10 ** 9))
     probe = NumbaExecutor(spike_probe(bundle.meta), bundle.weights, bundle.meta["state"])
     spikes = probe.block(x[:, None, :], probe.init_state(1))[:, 0]       # [T, all LIF neurons]

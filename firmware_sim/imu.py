@@ -38,8 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.attitude import quat_cumprod, quat_from_rotvec, quat_multiply, quat_normalize, quat_rotate
-from edge.recordings import STANDARD_GRAVITY, Recording
+from edge.quaternion import quat_cumprod, quat_from_rotvec, quat_multiply, quat_normalize, quat_rotate
+from edge.io.recordings import STANDARD_GRAVITY, Recording
 
 __all__ = ["ImuErrors", "SmoothTrajectory", "random_trajectory", "synthetic_imu", "GRAVITY"]
 

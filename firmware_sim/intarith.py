@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import intarith_kernels as K
+from edge.firmware_sim import intarith_kernels as K
 
 INT_OPS = ("dense", "affine", "act", "add", "concat", "conv", "lstm", "gru", "lmu_memory", "lif", "running_mean",
            "softmax", "attitude_filter", "tilt_correct")
@@ -522,21 +522,22 @@ def training_inputs(meta: dict, samples: int) -> np.ndarray | None:
     the BROAD training trials (attitude), the watch recordings of the subjects the bundle trained
     on (its metrics name the held-out ones), the ETT train split (its config names the set); or
     None when the metadata names none of these."""
-    from edge.replay import select_inputs
+    from edge.io.channels import select_inputs
     config, metrics = (meta.get("model") or {}).get("config") or {}, meta.get("metrics") or {}
     if meta["task"] == "attitude":
-        from edge.recordings import broad_trials, read_recording
+        from edge.io.recordings import read_recording
+        from edge.io.datasets import broad_trials
         trials = broad_trials(split="train")
         picks = trials[::max(1, len(trials) // 4)][:4]
         x = np.concatenate([select_inputs(read_recording(p), meta, "calibration")[:samples // len(picks)]
                             for p in picks])
     elif metrics.get("dataset") == "watch" and metrics.get("held_out_subjects"):
-        from edge.timeseries.har_data import load_watch
+        from edge.tasks.classify.data import load_watch
         data = load_watch()
         x = np.concatenate([r for r, s in zip(data.x, data.subject) if s not in metrics["held_out_subjects"]])
         x = x[::max(1, len(x) // samples)]
     elif str(config.get("dataset", "")).startswith("ETT") and "setting" in config:
-        from edge.timeseries.ett import load_ett
+        from edge.tasks.forecast.ett import load_ett
         ett = load_ett(config["dataset"], config["setting"])
         x = ett.values[slice(*ett.borders["train"])]
     else:
@@ -557,8 +558,8 @@ def calibration_inputs(bundle, recording=None, samples: int = 60_000, fallback=N
         if isinstance(recording, np.ndarray):           # raw inputs [T, C] already
             x = np.asarray(recording, np.float32)
         else:
-            from edge.recordings import read_recording
-            from edge.replay import select_inputs
+            from edge.io.recordings import read_recording
+            from edge.io.channels import select_inputs
             x = select_inputs(read_recording(recording, channels=[c["name"] for c in bundle.meta["inputs"]]),
                               bundle.meta, label)
     return np.ascontiguousarray(x[np.all(np.isfinite(x), axis=1)][:samples])
@@ -568,7 +569,7 @@ def load_int8(bundle_or_name, recording=None, state_bits: int = 32, a_bits: int 
     """An edge.runtime.Model that runs the bundle in integers, calibrated by calibration_inputs
     (``recording``, else the bundle's training data, else ``fallback``)."""
     from edge.bundle import BundleError, read_bundle
-    from edge.recordings import RecordingError
+    from edge.io.recordings import RecordingError
     from edge.runtime import InputError, Model
     bundle = read_bundle(bundle_or_name)
     try:

@@ -1,7 +1,7 @@
 """Simulated IMU devices that publish over MQTT at a real rate: ``edge sim imu``.
 
 A run is planned first, then published. `plan` turns per-device recordings (synthetic, from
-`edge.firmware_sim.imu.synthetic_imu`, or a replayed file read by `edge.recordings`) into a list of
+`edge.firmware_sim.imu.synthetic_imu`, or a replayed file read by `edge.io.recordings`) into a list of
 timed messages, with the faults drawn from a seeded generator; `publish` sends them at their times
 with QoS 1 or 0. The plan also says what a correct receiver must accept: ``plan.accepted[device]``
 are the samples that survive the order rule (duplicates and out-of-order ones removed, NaN kept),
@@ -62,14 +62,14 @@ def recordings(devices: int, duration_s: float, rate_hz: float, seed: int = 0, s
     """One (t, x [n, 6] acc+gyr) per device: synthetic (seed + i), or slices of a recording file."""
     import numpy as np
 
-    from .imu import synthetic_imu
+    from edge.firmware_sim.imu import synthetic_imu
     if source is None:
         out = []
         for i in range(devices):
             rec = synthetic_imu(duration_s, rate_hz, seed=seed + i, initial="level")
             out.append((rec.t, np.concatenate([rec.acc, rec.gyr], axis=1).astype(np.float32)))
         return out
-    from edge.recordings import read_recording
+    from edge.io.recordings import read_recording
     rec = read_recording(source)
     x = np.concatenate([rec.acc, rec.gyr], axis=1).astype(np.float32)
     n = min(len(rec), int(duration_s * rec.rate_hz) + 1)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .export_c import CFLAGS, M4_FLAGS
+from edge.firmware_sim.cflags import CFLAGS, M4_FLAGS
 
 QEMU = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
         "-semihosting-config", "enable=on,target=native", "-icount", "shift=0"]

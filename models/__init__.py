@@ -5,15 +5,15 @@ try:
 except ImportError as e:  # say which extra, not just "No module named torch"
     raise ImportError("edge.models needs torch: pip install torch==2.13.0 && pip install 'edge[train]'") from e
 
-from .conv import CausalConv1d
-from .heads import ClassifierHead, ForecastHead, QuaternionHead
-from .lmu import LMU, LegendreMemory, RecurrentLMU
-from .lmuformer import LMUFormer, SpikingLMU, SpikingLMUFormer
-from .recurrent import GRU, LSTM
-from .s4d import S4D
-from .spiking import LIF
-from .stack import Activation, ChannelNorm, Pointwise, Residual, Stack, unroll
-from .train import (count_parameters, fit, load_checkpoint, macs_per_step, param_groups, save_checkpoint,
+from edge.models.conv import CausalConv1d
+from edge.models.heads import ClassifierHead, ForecastHead, QuaternionHead
+from edge.models.lmu import LMU, LegendreMemory, RecurrentLMU
+from edge.models.lmuformer import LMUFormer, SpikingLMU, SpikingLMUFormer
+from edge.models.recurrent import GRU, LSTM
+from edge.models.s4d import S4D
+from edge.models.spiking import LIF
+from edge.models.stack import Activation, ChannelNorm, Pointwise, Residual, Stack, unroll
+from edge.models.train import (count_parameters, fit, load_checkpoint, macs_per_step, param_groups, save_checkpoint,
                     seed_everything, summary_line)
 
 __all__ = [

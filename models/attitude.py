@@ -17,9 +17,9 @@ import math
 import torch
 from torch import nn
 
-from .lmu import LMU
-from .recurrent import GRU, LSTM
-from .stack import unroll
+from edge.models.lmu import LMU
+from edge.models.recurrent import GRU, LSTM
+from edge.models.stack import unroll
 
 GRAVITY = 9.81
 

@@ -15,7 +15,7 @@ cache capacity however long the dialogue runs. Queries take their positions from
 
 Keys are "smeared" (each mixed with the key of the slot before it, see `smear`) at attention time too,
 so after an eviction a key's predecessor is the previous token *kept*. A masked slot passes nothing
-on, so edge.dialogue passes the cache compacted: the valid slots, in order, and nothing else.
+on, so edge.tasks.dialogue passes the cache compacted: the valid slots, in order, and nothing else.
 """
 import math
 
@@ -168,7 +168,7 @@ def io_names(layers: int) -> tuple[list[str], list[str]]:
 @torch.no_grad()
 def parity(lm: DialogueLM, onnx_bytes: bytes, chunks=(5, 1, 7)) -> float:
     """Max |logit| difference between onnxruntime and torch, feeding random tokens in chunks into a growing
-    compact cache, as edge.dialogue does."""
+    compact cache, as edge.tasks.dialogue does."""
     import numpy as np
     import onnxruntime as ort
 

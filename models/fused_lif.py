@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .spiking import LIF
+from edge.models.spiking import LIF
 
 
 @torch.jit.script

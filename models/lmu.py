@@ -10,8 +10,8 @@ cell with hidden and memory feedback, trained by backpropagation through time.
 import torch
 from torch import nn
 
-from .activations import activation as activation_fn
-from .stack import unroll
+from edge.models.activations import activation as activation_fn
+from edge.models.stack import unroll
 
 
 def legendre_delay(order: int, theta: float):

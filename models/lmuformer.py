@@ -10,10 +10,10 @@ per step. BatchNorm acts on the channel axis and is folded into neighbouring wei
 import torch
 from torch import nn
 
-from .conv import CausalConv1d
-from .lmu import LMU, LegendreMemory
-from .spiking import LIF
-from .stack import Activation, ChannelNorm, Pointwise, Residual, Stack
+from edge.models.conv import CausalConv1d
+from edge.models.lmu import LMU, LegendreMemory
+from edge.models.spiking import LIF
+from edge.models.stack import Activation, ChannelNorm, Pointwise, Residual, Stack
 
 
 def _norm(channels):

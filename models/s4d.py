@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lmu import causal_fft_conv
+from edge.models.lmu import causal_fft_conv
 
 SSM_OPTIM = {"weight_decay": 0.0, "lr_scale": 0.1}  # SSM dynamics: no decay, 10x lower learning rate
 

@@ -10,7 +10,7 @@ Heaviside, so the membrane potentials V are the whole state.
 import torch
 from torch import nn
 
-from .stack import unroll
+from edge.models.stack import unroll
 
 
 class SpikeFunction(torch.autograd.Function):

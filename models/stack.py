@@ -8,7 +8,7 @@ layers, prefixing each layer's state names with its index ("0.h", "1.m", ...).
 import torch
 from torch import nn
 
-from .activations import activation as activation_fn
+from edge.models.activations import activation as activation_fn
 
 
 class Activation(nn.Module):

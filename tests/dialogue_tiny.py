@@ -3,9 +3,9 @@ import random
 
 import torch
 
-from edge.models.dialogue_data import grocery_episode
+from edge.models.training.dialogue_data import grocery_episode
 from edge.models.dialogue_lm import DialogueLM, export_onnx
-from edge.models.dialogue_train import BOS, train_tokenizer
+from edge.models.training.dialogue import BOS, train_tokenizer
 
 
 def build_tiny_bundle(folder, layers: int = 2):

@@ -1,4 +1,4 @@
-"""Streaming anomaly events (edge.timeseries.anomaly): step equals block, one spike is one event,
+"""Streaming anomaly events (edge.tasks.anomaly.detector): step equals block, one spike is one event,
 bounded state, every injected kind found where it was put in real ETT data, warm-up, bad input."""
 import json
 from dataclasses import replace
@@ -6,10 +6,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from edge.timeseries.anomaly import AnomalyDetector, ConfigError, DetectorConfig, load_config
-from edge.timeseries.anomaly_eval import Stream, flat_rows, match
-from edge.timeseries.ett import CHANNELS, dataset_path, read_ett, split_borders
-from edge.timeseries.inject import KINDS, Injected, inject, inject_many
+from edge.tasks.anomaly.detector import AnomalyDetector, ConfigError, DetectorConfig, load_config
+from edge.tasks.anomaly.evaluate import Stream, flat_rows, match
+from edge.io.datasets import CHANNELS, dataset_path, read_ett, split_borders
+from edge.tasks.anomaly.inject import KINDS, Injected, inject, inject_many
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_matching_rule_by_hand():
     st = Stream("toy", np.zeros((400, 2)), 50, 400, channels=["a", "b"], per_hour=1, lengths={}, spacing=100,
                 grace=10)
     st.fault[360:370] = True
-    from edge.timeseries.anomaly import Event
+    from edge.tasks.anomaly.detector import Event
     ev = lambda c, s, e, d: Event(c, "ab"[c], s, e, 9.0, d, d, "residual")
     events = [ev(0, 100, 103, 100),          # detects the spike
               ev(1, 224, 226, 224),          # after the shift ended, within grace: explained, not a detection
@@ -228,7 +228,8 @@ def test_forecaster_stays_stable_over_a_long_real_imu_trial():
     """A whole BROAD trial (rest, then 3 minutes of motion at 285.7 Hz): the RLS covariance stays
     symmetric positive definite and the scores stay those of a calibrated scale (median about
     0.67σ for any symmetric residual), where an indefinite P once made θ explode."""
-    from edge.recordings import IMU_CHANNELS, broad_trials, read_recording
+    from edge.io.recordings import IMU_CHANNELS, read_recording
+    from edge.io.datasets import broad_trials
     x = read_recording(broad_trials(split="train")[0]).columns(IMU_CHANNELS).astype(np.float64)
     det = AnomalyDetector(load_config("anomaly-imu")[0], list(IMU_CHANNELS))
     _, score = det.run(x)

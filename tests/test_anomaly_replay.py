@@ -9,8 +9,8 @@ import pytest
 
 import edge
 from edge.cli import main
-from edge.timeseries.anomaly import AnomalyDetector, load_config
-from edge.timeseries.ett import CHANNELS, dataset_path, read_ett
+from edge.tasks.anomaly.detector import AnomalyDetector, load_config
+from edge.io.datasets import CHANNELS, dataset_path, read_ett
 
 ROWS = 1500
 SPIKE_ROW = 1200

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import edge
-from edge.attitude import inclination_rmse
+from edge.tasks.attitude.metric import inclination_rmse
 from edge.engine.numba_engine import NumbaExecutor
 from edge.export import export_bundle
 from edge.export.lower import lower

@@ -11,9 +11,9 @@ from edge.daemon.config import ConfigError, load_config, topic_filter
 from edge.daemon.payload import Decoder, JsonLayout, PayloadError, decode_frame, encode_frame
 from edge.daemon.pipeline import Pipeline
 from edge.daemon.service import Metrics
-from edge.recordings import Recording, find_gaps, resample
+from edge.io.recordings import Recording, find_gaps, resample
 from edge.replay import replay
-from edge.stream_resample import StreamResampler
+from edge.io.resample import StreamResampler
 
 IMU = ["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"]
 

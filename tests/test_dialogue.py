@@ -1,5 +1,5 @@
 """The tiny dialogue LM (issue 7): the KV-cache step face against the parallel forward, position
-renumbering after eviction, and the ONNX export (run by edge.dialogue) against torch."""
+renumbering after eviction, and the ONNX export (run by edge.tasks.dialogue) against torch."""
 import numpy as np
 import pytest
 import torch
@@ -31,7 +31,7 @@ def test_step_in_chunks_equals_parallel_forward():
 @torch.no_grad()
 def test_evicted_cache_is_renumbered_like_the_compacted_sequence():
     """With one layer a cached key/value depends on its token alone, so after an eviction (the kept slots
-    compacted, as edge.dialogue does) the next tokens must see exactly what a forward over the kept tokens
+    compacted, as edge.tasks.dialogue does) the next tokens must see exactly what a forward over the kept tokens
     sees: positions are ranks among the kept slots, and a key's smeared predecessor is the previous kept one."""
     torch.manual_seed(1)
     lm = DialogueLM(vocab=61, dim=32, layers=1, heads=2).eval()
@@ -46,9 +46,9 @@ def test_evicted_cache_is_renumbered_like_the_compacted_sequence():
 
 
 def test_onnx_logits_equal_torch(tiny_bundle):
-    """The exported decoder, run by edge.dialogue's Memory turn by turn, against the torch forward."""
-    from edge.dialogue.decoder import Decoder
-    from edge.dialogue.memory import Memory
+    """The exported decoder, run by edge.tasks.dialogue's Memory turn by turn, against the torch forward."""
+    from edge.tasks.dialogue.decoder import Decoder
+    from edge.tasks.dialogue.memory import Memory
 
     path, lm = tiny_bundle
     decoder = Decoder(path)
@@ -74,7 +74,7 @@ def test_export_records_its_parity_and_metadata(tiny_bundle):
 @pytest.mark.slow
 def test_training_command_writes_a_bundle_the_runtime_reads(tmp_path):
     from edge.cli import main
-    from edge.dialogue.decoder import Decoder
+    from edge.tasks.dialogue.decoder import Decoder
     out = tmp_path / "lm.onnx"
     assert main(["train", "dialogue-lm", "--epochs", "1", "--steps-per-epoch", "3", "--dim", "32", "--heads", "2",
                  "--length", "64", "--batch", "2", "--dev-episodes", "2", "--out", str(out)]) == 0

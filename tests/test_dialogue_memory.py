@@ -1,4 +1,4 @@
-"""Dialogue memory (edge.dialogue): policies against brute-force selections, the decay ranking, the
+"""Dialogue memory (edge.tasks.dialogue): policies against brute-force selections, the decay ranking, the
 released score's off-by-one, save/restore, and bad input at every boundary."""
 import itertools
 import json
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from edge.dialogue.decoder import Decoder
-from edge.dialogue.memory import Dialogue, Memory, MemoryFileError
-from edge.dialogue.policies import (FullCache, MemoryFull, Oracle, RandomKeep, SirLLM, SirLLMReleased,
+from edge.tasks.dialogue.decoder import Decoder
+from edge.tasks.dialogue.memory import Dialogue, Memory, MemoryFileError
+from edge.tasks.dialogue.policies import (FullCache, MemoryFull, Oracle, RandomKeep, SirLLM, SirLLMReleased,
                                     StreamingLLM)
 
 
@@ -283,7 +283,7 @@ def test_benchmark_item_check_is_model_independent(decoder):
     oracle and the full cache still hold the item's tokens."""
     import random
 
-    from edge.models.dialogue_data import grocery_episode
+    from edge.models.training.dialogue_data import grocery_episode
     bench = load_bench()
     episode = grocery_episode(random.Random(7), 20)
     length = len(decoder.encode(episode.text())) + 1
@@ -294,7 +294,7 @@ def test_benchmark_item_check_is_model_independent(decoder):
 
 def test_show_memory_marks_what_the_memory_still_holds(decoder):
     """The chat's transcript view: kept tokens as text, evicted ones as dots (ANSI colours on a terminal)."""
-    from edge.dialogue.cli import Transcript
+    from edge.tasks.dialogue.cli import Transcript
     d, transcript = Dialogue(decoder, StreamingLLM(4), 24), Transcript()
     for text in ("user: please buy lemons today .\nbot: ok .\n", "user: it is sunny near the park .\nbot: ok .\n"):
         d.add_turn(text)

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edge.attitude import inclination_rmse
+from edge.tasks.attitude.metric import inclination_rmse
 from edge.bundle import read_bundle
 from edge.cost import step_cost
 from edge.firmware_sim import intarith_kernels as K
@@ -17,8 +17,9 @@ from edge.firmware_sim.export_c import export_c
 from edge.firmware_sim.fit import ProfileError, budget, bundle_counts, graph_counts, load_profiles
 from edge.firmware_sim.intarith import IntExecutor, calibrate, load_int8, normalised
 from edge.firmware_sim.qemu import build_host, build_m4, run_host, run_qemu, tool_missing
-from edge.recordings import broad_root, read_recording
-from edge.replay import select_inputs
+from edge.io.recordings import read_recording
+from edge.io.datasets import broad_root
+from edge.io.channels import select_inputs
 from edge.runtime import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def imu_int8():
 @pytest.fixture(scope="module")
 def har():
     """har-watch, its held-out subjects, and the integer step calibrated on its training subjects."""
-    from edge.timeseries.har_data import load_watch
+    from edge.tasks.classify.data import load_watch
     data = load_watch()
     held = np.isin(data.subject, read_bundle("har-watch").meta["metrics"]["held_out_subjects"])
     return load_int8("har-watch"), data.subset(np.flatnonzero(held))
@@ -168,7 +169,7 @@ def test_int8_attitude_costs_under_0p1_degree(imu_int8):
 
 
 def test_int8_har_loses_at_most_one_point(har):
-    from edge.timeseries.har_eval import stream_probabilities
+    from edge.tasks.classify.evaluate import stream_probabilities
     model, test = har
     acc = {}
     for name, m in (("fp32", load("har-watch", engine="numba")), ("int8", model)):

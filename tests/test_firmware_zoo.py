@@ -12,7 +12,7 @@ from edge.firmware_sim.export_c import export_c
 from edge.firmware_sim.fit import budget, bundle_counts, load_profiles, measured_spike_rates
 from edge.firmware_sim.intarith import IntExecutor, calibrate
 from edge.firmware_sim.qemu import build_host, run_host, tool_missing
-from edge.models.har_train import build_model
+from edge.models.training.har import build_model
 from edge.runtime import load
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from edge.recordings import RecordingError, read_recording
-from edge.timeseries import forecast_view
-from edge.timeseries.ett import CHANNELS, HORIZONS, ett_root, future, load_ett, read_ett, scores, split_borders
-from edge.timeseries.forecast_baselines import fit_least_squares, fit_sparse_ar, gram, lasso_gram, repeat_last, windows
+from edge.io.recordings import RecordingError, read_recording
+from edge.tasks.forecast import view as forecast_view
+from edge.tasks.forecast.ett import HORIZONS, future, load_ett, scores
+from edge.io.datasets import CHANNELS, ett_root, read_ett, split_borders
+from edge.tasks.forecast.baselines import fit_least_squares, fit_sparse_ar, gram, lasso_gram, repeat_last, windows
 
 
 def _ett_or_skip():
@@ -65,8 +66,20 @@ def test_least_squares_equals_numpy_lstsq():
         for t in origins:
             xs.append(z[t - L + 1:t + 1, c] - z[t, c])
             ys.append(z[t + 1:t + 1 + H, c] - z[t, c])
-    w, *_ = np.linalg.lstsq(np.array(xs), np.array(ys), rcond=None)
-    np.testing.assert_allclose(model.weight, w, atol=1e-7)
+    X, Y = np.array(xs), np.array(ys)
+    w, *_ = np.linalg.lstsq(X, Y, rcond=None)
+    # float64 bound: the level-free Gram matrix is formed from the raw one by subtraction, so each of its
+    # L×(L+H) entries carries up to ~4 eps·max|raw entry| of rounding (‖δG‖, ‖δb‖ ≤ that × L), and the
+    # ridge λ = 1e-12·mean diag biases the solution by λ‖G⁻¹‖‖w‖; the solve turns both into
+    # ‖δw‖ ≤ ‖G⁻¹‖ (‖δG‖ ‖w‖ + ‖δb‖ + λ‖w‖) on the identifiable part (the zero last column is exact)
+    stats = gram(z, origins, L, H)
+    raw = max(np.abs(stats[3]).max(), np.abs(stats[4]).max())
+    G = X[:, :-1].T @ X[:, :-1]
+    delta = 4 * np.finfo(float).eps * raw * L
+    lam = 1e-12 * np.trace(G) / L
+    bound = np.linalg.norm(np.linalg.inv(G), 2) * (delta * (np.linalg.norm(w) + 1) + lam * np.linalg.norm(w))
+    assert np.abs(model.weight - w).max() <= bound, (np.abs(model.weight - w).max(), bound)
+    assert model.weight[-1].tolist() == [0.0] * H and w[-1] == pytest.approx(np.zeros(H), abs=1e-12)
     x = windows(z, origins[:3], L)
     expect = np.einsum("nlc,lh->nhc", x - x[:, -1:], w) + x[:, -1:]
     np.testing.assert_allclose(model.predict(z, origins[:3], H), expect, atol=1e-7)
@@ -112,7 +125,7 @@ def _sines(n, channels=2, seed=0):
 
 
 def _tiny_forecaster(z, horizon=12, order=16, theta=48.0, rank=6):
-    from edge.models.forecast_train import fit_forecaster
+    from edge.models.training.forecast import fit_forecaster
     mean, std = z[:1500].mean(0), z[:1500].std(0)
     zn = (z - mean) / std
     origins = np.arange(2 * int(theta), 1500 - horizon)

@@ -12,13 +12,13 @@ import torch
 
 import edge
 from edge.models.fused_lif import fused_lif
-from edge.models.har_train import build_model, export, normalisation, train
-from edge.recordings import read_recording
+from edge.models.training.har import build_model, export, normalisation, train
+from edge.io.recordings import read_recording
 from edge.runtime import InputError
-from edge.timeseries import classification_view as view
-from edge.timeseries.har_data import (DatasetError, load_basic_motions, load_watch, read_ts, subject_folds,
+from edge.tasks.classify import view
+from edge.tasks.classify.data import (DatasetError, load_basic_motions, load_watch, read_ts, subject_folds,
                                       wheel_file)
-from edge.timeseries.har_eval import early_decision_curve, score_bundle, spike_counts
+from edge.tasks.classify.evaluate import early_decision_curve, score_bundle, spike_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The PyPI peer filters' adapters (edge/peers.py) and the BROAD metric (edge/evaluate.py).
+"""The PyPI peer filters' adapters (edge/tasks/attitude/peers.py) and the BROAD metric (edge/tasks/attitude/evaluate.py).
 
 On a 20 s slice of BROAD *training* trial 02 (10 s rest, then 10 s of rotation), every installed
 peer must give unit quaternions and a sane inclination RMSE: a wrong unit (deg vs rad, g vs m/s²)
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import peers
-from edge.attitude import inclination_error_deg, inclination_rmse
-from edge.attitude import quat_multiply as quat_mul
-from edge.evaluate import broad_trials, evaluate_attitude, format_table, load_trial, resample_trial
+from edge.tasks.attitude import peers
+from edge.tasks.attitude.metric import inclination_error_deg, inclination_rmse
+from edge.quaternion import quat_multiply as quat_mul
+from edge.tasks.attitude.evaluate import broad_trials, evaluate_attitude, format_table, load_trial, resample_trial
 
 BROAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "broad"
 TRIAL = BROAD / "02_undisturbed_slow_rotation_B.npz"

@@ -1,4 +1,4 @@
-"""Recorded streams (edge.recordings) and the attitude metric (edge.attitude): round trips, every
+"""Recorded streams (edge.io.recordings) and the attitude metric (edge.quaternion): round trips, every
 bad-input rule on real garbage files (one RecordingError naming the file and the line, or the
 documented drop/gap rule), a real BROAD trial, the BROAD inclination metric, and resampling."""
 import gzip
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.attitude import (inclination_error_deg, inclination_rmse, quat_from_axis_angle, quat_from_roll_pitch,
-                           quat_multiply, quat_normalize, quat_to_roll_pitch)
+from edge.quaternion import quat_from_axis_angle, quat_from_roll_pitch, quat_multiply, quat_normalize, quat_to_roll_pitch
+from edge.tasks.attitude.metric import inclination_error_deg, inclination_rmse
 from edge.firmware_sim.imu import synthetic_imu
-from edge.recordings import (BROAD_TEST_TRIALS, IMU_CHANNELS, Recording, RecordingError, RecordingWarning,
-                             broad_trial_number, broad_trials, read_recording, resample, write_recording_csv)
+from edge.io.recordings import IMU_CHANNELS, Recording, RecordingError, RecordingWarning, read_recording, resample, write_recording_csv
+from edge.io.datasets import BROAD_TEST_TRIALS, broad_trial_number, broad_trials
 
 BROAD = Path(__file__).resolve().parents[1].parent / "shared/data/broad"
 needs_broad = pytest.mark.skipif(not BROAD.is_dir(), reason="BROAD data not available at ../shared/data/broad")
@@ -243,7 +243,7 @@ def test_other_bad_files_give_one_clear_line(tmp_path):
 
 
 def test_recording_modules_do_not_import_torch():
-    code = ("import sys; import edge.recordings, edge.attitude, edge.firmware_sim.imu; "
+    code = ("import sys; import edge.io.recordings, edge.quaternion, edge.firmware_sim.imu; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from edge.attitude import inclination_error_deg, quat_multiply, quat_normalize, quat_rotate, total_error_deg
+from edge.quaternion import quat_multiply, quat_normalize, quat_rotate
+from edge.tasks.attitude.metric import inclination_error_deg, total_error_deg
 from edge.firmware_sim.imu import ImuErrors, random_trajectory, synthetic_imu
-from edge.recordings import IMU_CHANNELS, Recording
+from edge.io.recordings import IMU_CHANNELS, Recording
 
 RATE = 2000.0 / 7.0          # BROAD's 285.714 Hz
 G = 9.81

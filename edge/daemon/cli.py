@@ -43,20 +43,20 @@ def run(args) -> int:
     import json
     import logging
 
-    from .config import ConfigError, load_config
+    from edge.daemon.config import ConfigError, load_config
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.check:
             cfg = load_config(args.config, args.overrides)
-            from ..runtime import load
+            from edge.runtime import load
             for p in cfg.pipelines:
                 m = load(p.bundle, engine=p.engine)
                 print(f"pipeline {p.name}: {p.bundle} -> {m.engine} ({m.reason}); "
                       f"inputs {', '.join(c['name'] for c in m.meta['inputs'])}")
             print(json.dumps(dataclasses.asdict(cfg), indent=2))
             return 0
-        from .service import Daemon
+        from edge.daemon.service import Daemon
         return Daemon(args.config, args.overrides).run()
     except ConfigError as e:
         print(f"edge run: {e}", file=sys.stderr)

@@ -57,7 +57,7 @@ class Pipeline:
     output_format: str = "json"
     every: int = 1                         # publish every N-th output of a device (decimation)
     max_streams: int = 1024                # devices with live state; see limits / docs for who is refused
-    gap_s: float = 0.5                     # no fed sample for longer than this: state reset (edge.recordings)
+    gap_s: float = 0.5                     # no fed sample for longer than this: state reset (edge.io.recordings)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
     messages --decode--> samples --order/gap rule--> pending runs --engine rounds--> outputs
 
-Rules applied to each device's samples (the same as `edge.recordings` / `edge replay`):
+Rules applied to each device's samples (the same as `edge.io.recordings` / `edge replay`):
 
 * A timestamp not later than the device's last one is dropped: as ``duplicate`` when its message
   repeats one of the device's last 8 messages (same first and last timestamp), as ``redelivered``
@@ -14,9 +14,9 @@ Rules applied to each device's samples (the same as `edge.recordings` / `edge re
 * Resampling, as `edge replay`: a device whose rate (measured over its first `RATE_CHECK_SAMPLES`
   samples, which are held back until then) differs from the bundle's ``sample_rate_hz`` by more than
   0.5 % is counted (``rate_mismatch``), and its samples are resampled onto the bundle's grid
-  (`edge.stream_resample`); the engine steps the grid samples (the order, NaN and gap rules apply to
+  (`edge.io.resample`); the engine steps the grid samples (the order, NaN and gap rules apply to
   them), and each fed input sample yields the output of the latest fed grid sample at or before it,
-  its orientation carried over the remaining lag with its own gyro (`edge.replay.carry_orientation`).
+  its orientation carried over the remaining lag with its own gyro (the task's `carry`, `edge.tasks.attitude.view.carry`).
   A fed sample with no fed grid sample before it (a device that starts non-finite) has no output,
   as `edge replay` leaves it NaN. The grid survives a restart: it is saved beside the checkpoint.
 
@@ -42,11 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.state_table import StateFileError, StateTable
-from ..replay import RATE_TOLERANCE, carry_orientation    # beyond 0.5 % the rates differ
-from ..runtime import load
-from ..stream_resample import StreamResampler
-from .payload import Decoder, PayloadError
+from edge.engine.state_table import StateFileError, StateTable
+from edge import tasks
+from edge.replay import RATE_TOLERANCE    # beyond 0.5 % the rates differ
+from edge.runtime import load
+from edge.io.resample import StreamResampler
+from edge.daemon.payload import Decoder, PayloadError
 
 MAX_DEVICE_ID = 128
 RATE_CHECK_SAMPLES = 16           # samples over which a device's rate is compared with the bundle's
@@ -74,6 +75,7 @@ class Pipeline:
         self.cfg, self.idle_evict_s, self.counters = cfg, idle_evict_s, counters
         self.model = model or load(cfg.bundle, engine=cfg.engine)
         meta = self.model.meta
+        self.view = tasks.view(meta)        # the task's hooks (a causal carry of outputs off the model grid)
         self.channels = [c["name"] for c in meta["inputs"]]
         self.rate_hz = meta.get("sample_rate_hz")
         self.decode = Decoder(cfg.format, self.channels, limits.max_samples_per_message, limits.max_payload_bytes)
@@ -239,7 +241,8 @@ class Pipeline:
         src = np.searchsorted(ks, j, side="right") - 1
         ok = src >= 0                   # none before the device's first fed grid sample
         y = ys[src[ok]]
-        carry_orientation(y, self.model.meta, x[ok], lag[ok], fed_j[ok])
+        if hasattr(self.view, "carry"):
+            self.view.carry(y, self.model.meta, x[ok], lag[ok], fed_j[ok])
         return [(t[ok], y)] if ok.any() else []
 
     def _round(self, runs: dict, outputs: dict, engine_hist) -> dict:

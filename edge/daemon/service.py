@@ -46,10 +46,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .config import ConfigError, load_config, topic_filter
-from .metrics import Counter, Gauge, Histogram, Registry, serve
-from .payload import PayloadError, encode_frame, encode_outputs_json
-from .systemd import Notifier
+from edge.daemon.config import ConfigError, load_config, topic_filter
+from edge.daemon.metrics import Counter, Gauge, Histogram, Registry, serve
+from edge.daemon.payload import PayloadError, encode_frame, encode_outputs_json
+from edge.daemon.systemd import Notifier
 
 log = logging.getLogger("edge.daemon")
 
@@ -203,7 +203,7 @@ class Daemon:
         return Path(self.cfg.state.dir) / f"{name}.state.npz" if self.cfg.state.dir else None
 
     def _build_pipelines(self, old: dict) -> dict:
-        from .pipeline import Pipeline
+        from edge.daemon.pipeline import Pipeline
         now = time.monotonic()
         pipes = {}
         for pc in self.cfg.pipelines:

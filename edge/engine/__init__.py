@@ -6,6 +6,6 @@ __all__ = ["NumbaExecutor", "UnsupportedOp"]
 
 def __getattr__(name):  # PEP 562: `from edge.engine import NumbaExecutor` imports numba only then
     if name in ("NumbaExecutor", "UnsupportedOp"):
-        from . import numba_engine
+        from edge.engine import numba_engine
         return getattr(numba_engine, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -75,7 +75,7 @@ from numba import njit
 from numba.core import types as _nb_types
 from numba.extending import intrinsic
 
-from .trig32 import atan2_32, cos32, sin32
+from edge.engine.trig32 import atan2_32, cos32, sin32
 
 F32 = np.float32
 FM = {"contract", "nsz"}      # see "Precision" above: never 'reassoc'

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from . import kernels as K
+from edge.engine import kernels as K
 
 __all__ = ["NumbaExecutor", "UnsupportedOp"]
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import onnxruntime as ort
 
-from ..bundle import state_input, state_output
+from edge.bundle import state_input, state_output
 
 
 class OrtExecutor:

@@ -1,0 +1,869 @@
+"""Recorded IMU streams: read, validate, resample, write (runtime side, numpy only).
+
+Formats (chosen by the file name):
+
+* **CSV** (``.csv``, ``.csv.gz``, ``.txt``; ``.tsv`` with tabs): one header line naming the columns
+  (case-insensitive), then one sample per line. Required: ``acc_x,acc_y,acc_z`` (m/s², or g with ``acc_unit="g"``) and
+  ``gyr_x,gyr_y,gyr_z`` (rad/s, or deg/s with ``gyr_unit="deg/s"``). Optional: ``t`` (seconds),
+  a reference orientation ``qw,qx,qy,qz`` (sensor-to-ENU, w,x,y,z), a scoring mask ``movement``
+  (or ``scored``, non-zero = scored). Any other column is kept as an extra channel (unit ``""`` unless known: ``mag_*`` in µT).
+  Blank lines and lines starting with ``#`` are skipped; an empty cell reads as NaN.
+* **NPZ** (``.npz``) with the BROAD keys: ``acc``, ``gyr`` (required), ``quat``, ``movement``,
+  ``sampling_rate``, optional ``t`` and ``mag`` (kept as channels ``mag_x,mag_y,mag_z`` in µT).
+* **JSON lines** (``.jsonl``, ``.ndjson``, ``.json``): one object per line,
+  ``{"t": 0.0035, "acc": [ax, ay, az], "gyr": [gx, gy, gz]}``; optional ``"quat": [w, x, y, z]``
+  and ``"movement": true``; other numeric scalar keys become extra channels. ``null`` reads as NaN.
+
+**Other sensors** (``channels=[...]``, e.g. the inputs a forecasting bundle names): the file must have
+those columns (CSV), scalar keys (JSON lines) or 1-D arrays (NPZ) instead of acc/gyr; every other
+numeric column is kept as an extra channel. A CSV column ``date``, ``datetime`` or ``timestamp`` of ISO
+date-times (``2016-07-01 00:00:00``) becomes ``t`` in seconds since the Unix epoch. Unit conversion and
+the unit checks below apply to IMU channels only. A channel list that includes all six IMU channels
+reads the file as an IMU recording.
+
+IMU channels are converted to m/s² and rad/s on reading. Without a ``t`` column / key the caller must
+give ``rate_hz``; with ``t`` the nominal rate is ``1 / median(Δt)`` unless ``rate_hz`` is given.
+
+Documented rules for imperfect files (the replay and the daemon rely on them):
+
+* **Errors** (`RecordingError`, one line naming the file and the line): a missing required column
+  (all missing ones are listed), a cell that is not a number, a line with the wrong number of fields
+  (except a truncated last line, below), a ``t`` that is not finite or does not increase (the line
+  of the first back-step or repeat is named), implausible units (median ``|acc|`` over the file
+  outside [7, 13] m/s² after conversion, or the 99th percentile of ``|gyr|`` above 50 rad/s;
+  ``check_units=False`` turns this off).
+* **Truncated last line**: when the *last* data line is incomplete — fewer fields than the header,
+  or, in a file that does not end with a newline, a last cell that is not a number; for JSON lines,
+  a last line that is not a complete JSON object — that one line is dropped with a
+  `RecordingWarning` (also kept in ``Recording.warnings``). The same defect anywhere else is an error.
+* **Non-finite samples**: a sample with NaN or ±Inf in any acc/gyr channel is *not fed* to an
+  estimator (``Recording.valid`` is False there); it is kept in ``x`` so indices and line numbers
+  stay aligned with the file. Reference rows with NaN (motion-capture occlusion) are fine: the
+  metric skips them.
+* **Gaps**: a gap is a stretch with no fed sample that lasts longer than ``gap_s`` (default: 0.5 s or
+  `GAP_PERIODS` nominal sample periods, whichever is longer — so hourly data is not all gaps),
+  measured between the fed samples around it (or the edge of the file): a long NaN run, a jump in
+  ``t``, or both. ``Recording.gaps`` lists them as half-open index ranges ``(start, end)``: samples
+  ``start .. end-1`` are not fed (``start == end`` for a pure time jump), and ``end`` is the first fed
+  sample after the gap — where a replay resets (or deliberately holds) its state. A NaN run no longer
+  than ``gap_s`` is not a gap: its samples are skipped and the state is held across them.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge.quaternion import quat_normalize, quat_slerp
+
+__all__ = [
+    "Recording", "RecordingError", "RecordingWarning", "read_recording", "write_recording_csv",
+    "resample", "find_gaps",
+    "IMU_CHANNELS", "ACC_CHANNELS", "GYR_CHANNELS", "REFERENCE_COLUMNS",
+    "DEFAULT_GAP_S", "STANDARD_GRAVITY", "default_gap_s",
+]
+
+ACC_CHANNELS = ("acc_x", "acc_y", "acc_z")
+GYR_CHANNELS = ("gyr_x", "gyr_y", "gyr_z")
+IMU_CHANNELS = ACC_CHANNELS + GYR_CHANNELS
+REFERENCE_COLUMNS = ("qw", "qx", "qy", "qz")
+TIME_COLUMNS = ("t",)
+DATE_COLUMNS = ("date", "datetime", "timestamp")      # ISO date-time strings -> t (epoch seconds)
+KNOWN_UNITS = {"mag_x": "uT", "mag_y": "uT", "mag_z": "uT"}      # extra channels with a known unit
+SCORED_COLUMNS = ("movement", "scored")
+
+STANDARD_GRAVITY = 9.80665          # m/s² per g, for unit conversion
+ACC_UNITS = {"m/s^2": 1.0, "m/s2": 1.0, "g": STANDARD_GRAVITY}
+GYR_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0, "dps": math.pi / 180.0}
+ACC_NORM_RANGE = (7.0, 13.0)        # plausible median |acc| in m/s² (mostly at rest or slow motion)
+GYR_P99_MAX = 50.0                  # rad/s (≈2900 °/s): beyond common gyro ranges -> likely deg/s
+DEFAULT_GAP_S = 0.5
+GAP_PERIODS = 5                     # ...but never shorter than this many sample periods
+
+# BROAD: the report-only test split, by leading trial number (see ../shared/data/README.md)
+
+
+class RecordingError(ValueError):
+    """Bad recording. ``str(err)`` is one line: ``path, line N: what is wrong``.
+
+    ``path`` is the file, ``line`` the 1-based line number in it (None where no single line is at
+    fault, e.g. in an NPZ file), ``reason`` the message without the location.
+    """
+
+    def __init__(self, reason: str, path=None, line: int | None = None):
+        self.reason = reason
+        self.path = None if path is None else str(path)
+        self.line = line
+        where = self.path or "<recording>"
+        if line is not None:
+            where += f", line {line}"
+        super().__init__(f"{where}: {reason}")
+
+
+class RecordingWarning(UserWarning):
+    """A recording was read, but something was dropped or looks off (see `Recording.warnings`)."""
+
+
+@dataclass
+class Recording:
+    """One recorded stream, in SI units, sample-aligned with its source file.
+
+    ``x[:, i]`` is channel ``channels[i]`` in unit ``units[i]``. The six IMU channels, when present,
+    come first in the order of `IMU_CHANNELS`. ``reference`` is the sensor-to-ENU orientation
+    ``[N, 4]`` (w, x, y, z; NaN rows where unknown) or None; ``scored`` the samples a metric counts
+    (BROAD's ``movement``) or None for all. ``gaps`` follows the module's gap rule.
+    """
+
+    t: np.ndarray
+    channels: list[str]
+    x: np.ndarray
+    units: list[str]
+    rate_hz: float
+    source: str = ""
+    reference: np.ndarray | None = None
+    scored: np.ndarray | None = None
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.t = np.ascontiguousarray(self.t, dtype=np.float64)
+        self.x = np.ascontiguousarray(self.x, dtype=np.float32)
+        self.channels = list(self.channels)
+        self.units = list(self.units)
+        n = len(self.t)
+        if self.x.ndim != 2 or self.x.shape != (n, len(self.channels)):
+            raise ValueError(f"Recording: x has shape {self.x.shape}, expected ({n}, {len(self.channels)})")
+        if len(self.units) != len(self.channels):
+            raise ValueError("Recording: one unit per channel expected")
+        if self.reference is not None:
+            self.reference = np.ascontiguousarray(self.reference, dtype=np.float64)
+            if self.reference.shape != (n, 4):
+                raise ValueError(f"Recording: reference has shape {self.reference.shape}, expected ({n}, 4)")
+        if self.scored is not None:
+            self.scored = np.ascontiguousarray(self.scored, dtype=bool).reshape(-1)
+            if self.scored.shape != (n,):
+                raise ValueError(f"Recording: scored has shape {self.scored.shape}, expected ({n},)")
+        self.rate_hz = float(self.rate_hz)
+        self.gaps = [(int(a), int(b)) for a, b in self.gaps]
+
+    @classmethod
+    def from_imu(cls, acc, gyr, *, rate_hz: float, t=None, reference=None, scored=None,
+                 source: str = "", gap_s: float = DEFAULT_GAP_S, meta: dict | None = None) -> "Recording":
+        """Build a recording from acc ``[N,3]`` (m/s²) and gyr ``[N,3]`` (rad/s) arrays; gaps are found."""
+        acc = np.asarray(acc, dtype=np.float64).reshape(-1, 3)
+        gyr = np.asarray(gyr, dtype=np.float64).reshape(-1, 3)
+        n = len(acc)
+        t = np.arange(n) / float(rate_hz) if t is None else np.asarray(t, dtype=np.float64)
+        rec = cls(t=t, channels=list(IMU_CHANNELS), x=np.concatenate([acc, gyr], axis=1),
+                  units=["m/s^2"] * 3 + ["rad/s"] * 3, rate_hz=rate_hz, source=source,
+                  reference=reference, scored=scored, meta=dict(meta or {}))
+        rec.meta.setdefault("gap_s", gap_s)
+        rec.gaps = find_gaps(rec.t, rec.valid, gap_s)
+        return rec
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.t[-1] - self.t[0]) if len(self.t) else 0.0
+
+    def index(self, name: str) -> int:
+        try:
+            return self.channels.index(name)
+        except ValueError:
+            raise KeyError(f"{self.source or 'recording'} has no channel {name!r} "
+                           f"(channels: {', '.join(self.channels)})") from None
+
+    def columns(self, names: Sequence[str]) -> np.ndarray:
+        """The named channels as a ``[N, len(names)]`` float32 array (in that order)."""
+        return self.x[:, [self.index(n) for n in names]]
+
+    @property
+    def acc(self) -> np.ndarray:
+        return self.columns(ACC_CHANNELS)
+
+    @property
+    def gyr(self) -> np.ndarray:
+        return self.columns(GYR_CHANNELS)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Samples that are fed to an estimator: finite in every channel it was read for (``channels=``),
+        else in every IMU channel present, else in every channel."""
+        fed = self.meta.get("fed_channels") or [c for c in IMU_CHANNELS if c in self.channels]
+        cols = [self.channels.index(c) for c in fed if c in self.channels]
+        block = self.x[:, cols] if cols else self.x
+        return np.all(np.isfinite(block), axis=1)
+
+
+# ------------------------------------------------------------------------------------------ gaps
+
+def default_gap_s(rate_hz: float) -> float:
+    """The gap threshold when none is given: 0.5 s, or `GAP_PERIODS` sample periods for slow data."""
+    return max(DEFAULT_GAP_S, GAP_PERIODS / rate_hz)
+
+
+def find_gaps(t, valid, gap_s: float = DEFAULT_GAP_S) -> list[tuple[int, int]]:
+    """Gaps by the module's rule: ``(start, end)`` half-open ranges of unfed samples around which
+    no sample is fed for longer than ``gap_s`` seconds (``start == end`` for a pure time jump)."""
+    t = np.asarray(t, dtype=np.float64)
+    fed = np.flatnonzero(np.asarray(valid, dtype=bool))
+    n = len(t)
+    if n == 0:
+        return []
+    if fed.size == 0:
+        return [(0, n)]
+    gaps = []
+    if fed[0] > 0 and t[fed[0]] - t[0] > gap_s:
+        gaps.append((0, int(fed[0])))
+    jumps = np.flatnonzero(np.diff(t[fed]) > gap_s)
+    gaps.extend((int(fed[j]) + 1, int(fed[j + 1])) for j in jumps)
+    if fed[-1] < n - 1 and t[-1] - t[fed[-1]] > gap_s:
+        gaps.append((int(fed[-1]) + 1, n))
+    return gaps
+
+
+# -------------------------------------------------------------------------------------- reading
+
+def read_recording(path, acc_unit: str = "m/s^2", gyr_unit: str = "rad/s", rate_hz: float | None = None,
+                   *, gap_s: float | None = None, check_units: bool = True,
+                   channels: Sequence[str] | None = None) -> Recording:
+    """Read a CSV, NPZ or JSON-lines recording (see the module docstring for formats and rules).
+
+    ``gap_s``: None for the default, `default_gap_s` of the file's rate.
+    ``channels``: the channels the reader needs (default: the six IMU channels); they come first in
+    ``Recording.channels`` and decide which samples are fed (``Recording.valid``).
+
+    Raises `RecordingError` (a ValueError) with the file and line for anything it cannot accept;
+    never another exception type for bad content.
+    """
+    path = Path(path)
+    if acc_unit not in ACC_UNITS:
+        raise ValueError(f"acc_unit must be one of {', '.join(ACC_UNITS)}, got {acc_unit!r}")
+    if gyr_unit not in GYR_UNITS:
+        raise ValueError(f"gyr_unit must be one of {', '.join(GYR_UNITS)}, got {gyr_unit!r}")
+    if rate_hz is not None and not (math.isfinite(rate_hz) and rate_hz > 0):
+        raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
+    if gap_s is not None and not (math.isfinite(gap_s) and gap_s > 0):
+        raise ValueError(f"gap_s must be a positive number of seconds, got {gap_s!r}")
+    if not path.exists():
+        raise RecordingError("no such file", path)
+    if path.is_dir():
+        raise RecordingError("is a directory, not a recording", path)
+    required = [str(c).lower() for c in channels] if channels else []
+    imu = not required or set(IMU_CHANNELS) <= set(required)
+    required = list(IMU_CHANNELS) if imu else required
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        raw = _read_npz(path) if imu else _read_npz_channels(path, required)
+    elif name.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz")):
+        raw = _read_jsonl(path) if imu else _read_jsonl_channels(path, required)
+    elif name.endswith((".csv", ".csv.gz", ".txt", ".tsv")):
+        raw = _read_csv(path, required)
+    else:
+        raise RecordingError("unknown recording format (expected .csv, .csv.gz, .npz or .jsonl)", path)
+    return _finish(path, raw, ACC_UNITS[acc_unit], GYR_UNITS[gyr_unit], acc_unit, gyr_unit,
+                   rate_hz, gap_s, check_units, required if not imu else None)
+
+
+@dataclass
+class _Raw:
+    """What a format reader hands to `_finish` (values still in the file's units)."""
+    names: list[str]                       # channel names, the required ones (IMU by default) first
+    units: list[str]                       # units of the extra channels ("" if unknown); IMU filled later
+    x: np.ndarray                          # float64 [N, C]
+    t: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    scored: np.ndarray | None = None
+    rate_hz: float | None = None           # from the file (NPZ sampling_rate)
+    lines: np.ndarray | None = None        # line number of each sample (text formats)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = gzip.open(path, "rb").read() if path.name.lower().endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise RecordingError(f"cannot read: {e}", path) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise RecordingError(f"not UTF-8 text (byte 0x{data[e.start]:02x})", path, line) from None
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_csv(path: Path, required: list[str]) -> _Raw:
+    text = _read_text(path)
+    ends_with_newline = text.endswith("\n")
+    delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
+    strip = " \r" if delimiter == "\t" else None        # keep the tabs of empty trailing TSV cells
+    stripped = [line.strip(strip) for line in text.split("\n")]
+    rows = [(i + 1, s) for i, s in enumerate(stripped) if s and s[0] != "#"]
+    del stripped
+    if not rows:
+        raise RecordingError("empty file: no header and no data", path)
+
+    header_line, header = rows[0]
+    names = [h.strip().strip('"').strip("'").strip().lower() for h in header.split(delimiter)]
+    if all(_is_number(h) for h in names):
+        raise RecordingError(
+            "no header: the first line must name the columns (acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z[,t][,qw,qx,qy,qz])",
+            path, header_line)
+    for k, h in enumerate(names):
+        if not h:
+            raise RecordingError(f"empty column name (column {k + 1})", path, header_line)
+    dupes = sorted({h for h in names if names.count(h) > 1})
+    if dupes:
+        raise RecordingError(f"duplicate column(s): {', '.join(dupes)}", path, header_line)
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise RecordingError(f"missing column(s): {', '.join(missing)} (header has: {', '.join(names)})",
+                             path, header_line)
+    date_col = next((k for k, h in enumerate(names) if h in DATE_COLUMNS), None)
+    if date_col is not None and "t" in names:
+        raise RecordingError(f"both 't' and {names[date_col]!r} columns: which one is the time?", path, header_line)
+    has_ref = [c for c in REFERENCE_COLUMNS if c in names]
+    if has_ref and len(has_ref) < 4:
+        miss = [c for c in REFERENCE_COLUMNS if c not in names]
+        raise RecordingError(f"incomplete reference: has {', '.join(has_ref)} but missing {', '.join(miss)}",
+                             path, header_line)
+
+    data = rows[1:]
+    if not data:
+        raise RecordingError("header only, no data lines", path, header_line)
+    warn: list[str] = []
+    ncol = len(names)
+    counts = np.fromiter((s.count(delimiter) + 1 for _, s in data), dtype=np.int64, count=len(data))
+    bad = np.flatnonzero(counts != ncol)
+    if bad.size and bad[0] == len(data) - 1 and counts[-1] < ncol:
+        line = data[-1][0]
+        warn.append(f"{path}, line {line}: truncated last line ({counts[-1]} of {ncol} fields) dropped")
+        data, bad = data[:-1], bad[:-1]
+    if bad.size:
+        k = int(bad[0])
+        raise RecordingError(f"{counts[k]} fields, but the header names {ncol} columns", path, data[k][0])
+    if not data:
+        raise RecordingError("no complete data line", path)
+    dates = None
+    if date_col is not None:       # parsed apart: the numeric parser below sees only numbers
+        dates, data = _split_dates(path, data, date_col, delimiter)
+        names = names[:date_col] + names[date_col + 1:]
+
+    try:      # fast path: numpy's C parser; on any failure, find and name the cell (or apply the rules)
+        values = np.loadtxt([s for _, s in data], delimiter=delimiter, dtype=np.float64, comments=None,
+                            ndmin=2, quotechar='"')
+    except ValueError:
+        fields = [s.split(delimiter) for _, s in data]
+        values, dropped = _parse_cells_slowly(path, data, fields, names, ends_with_newline)
+        if dropped:
+            warn.append(f"{path}, line {data[-1][0]}: truncated last line (incomplete number) dropped")
+            data = data[:-1]
+        if not data:
+            raise RecordingError("no complete data line", path)
+    lines = np.fromiter((ln for ln, _ in data), dtype=np.int64, count=len(data))
+
+    col = {n: i for i, n in enumerate(names)}
+    special = set(required) | set(REFERENCE_COLUMNS) | set(TIME_COLUMNS) | set(SCORED_COLUMNS)
+    extras = [n for n in names if n not in special]
+    out_names = list(required) + extras
+    x = values[:, [col[n] for n in out_names]]
+    t = values[:, col["t"]] if "t" in col else None
+    if dates is not None:
+        t = dates[:len(values)]
+    ref = values[:, [col[c] for c in REFERENCE_COLUMNS]] if has_ref else None
+    scored = None
+    for c in SCORED_COLUMNS:
+        if c in col:
+            v = values[:, col[c]]
+            scored = np.isfinite(v) & (v != 0)
+            break
+    return _Raw(names=out_names, units=[KNOWN_UNITS.get(n, "") for n in extras], x=x, t=t, reference=ref,
+                scored=scored, lines=lines, warnings=warn)
+
+
+def _split_dates(path, data, k: int, delimiter: str):
+    """Cut column ``k`` (ISO date-times) out of the data lines: (t in epoch seconds, the lines without it)."""
+    cells = [s.split(delimiter) for _, s in data]
+    try:
+        stamps = np.array([c[k].strip().strip('"') for c in cells], dtype="datetime64[ms]")
+    except ValueError:
+        for (ln, _), c in zip(data, cells):
+            try:
+                np.datetime64(c[k].strip().strip('"'), "ms")
+            except ValueError:
+                raise RecordingError(f"{c[k].strip()!r} is not an ISO date-time (e.g. 2016-07-01 00:00:00)",
+                                     path, ln) from None
+        raise
+    t = stamps.astype(np.int64).astype(np.float64) / 1e3
+    rest = [(ln, delimiter.join(c[:k] + c[k + 1:])) for (ln, _), c in zip(data, cells)]
+    return t, rest
+
+
+def _parse_cells_slowly(path, data, fields, names, ends_with_newline):
+    """Cell-by-cell parse to name the first bad cell (empty cells are NaN). Returns (values,
+    last_line_dropped) — the last line is dropped when it is cut mid-number (no final newline)."""
+    values = np.empty((len(data), len(names)), dtype=np.float64)
+    for r, f in enumerate(fields):
+        for c, cell in enumerate(f):
+            s = cell.strip().strip('"').strip("'").strip()
+            if not s:
+                values[r, c] = np.nan
+                continue
+            try:
+                values[r, c] = float(s)
+            except ValueError:
+                if r == len(data) - 1 and not ends_with_newline and r > 0:
+                    return values[:-1], True
+                raise RecordingError(f"column {names[c]}: {cell.strip()!r} is not a number",
+                                     path, data[r][0]) from None
+    return values, False
+
+
+def _json_objects(path: Path):
+    """The lines of a JSON-lines file as objects: (rows [(line, text)], objects, warnings), by the
+    truncated-last-line rule."""
+    text = _read_text(path)
+    rows = [(i + 1, s.strip()) for i, s in enumerate(text.split("\n")) if s.strip()]
+    if not rows:
+        raise RecordingError("empty file", path)
+    warn: list[str] = []
+    objs = []
+    for k, (ln, s) in enumerate(rows):
+        try:
+            o = json.loads(s)
+        except json.JSONDecodeError as e:
+            if k == len(rows) - 1 and k > 0:
+                warn.append(f"{path}, line {ln}: truncated last line (not a complete JSON object) dropped")
+                break
+            raise RecordingError(f"not valid JSON ({e.msg} at column {e.colno})", path, ln) from None
+        if not isinstance(o, dict):
+            raise RecordingError(f"expected a JSON object per line, got {type(o).__name__}", path, ln)
+        objs.append(o)
+    return rows[:len(objs)], objs, warn
+
+
+def _read_jsonl(path: Path) -> _Raw:
+    rows, objs, warn = _json_objects(path)
+    first_ln, first = rows[0][0], objs[0]
+    missing = [k for k in ("acc", "gyr") if k not in first]
+    if missing:
+        raise RecordingError(f"missing key(s): {', '.join(missing)} (line has: {', '.join(first) or 'none'})",
+                             path, first_ln)
+    has_t = "t" in first
+    ref_key = next((k for k in ("quat", "q") if k in first), None)
+    scored_key = next((k for k in SCORED_COLUMNS if k in first), None)
+    special = {"t", "acc", "gyr", "quat", "q", *SCORED_COLUMNS}
+    extras = [k for k, v in first.items()
+              if k not in special and (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))]
+
+    n = len(objs)
+    x = np.empty((n, 6 + len(extras)), dtype=np.float64)
+    t = np.empty(n) if has_t else None
+    ref = np.empty((n, 4)) if ref_key else None
+    scored = np.zeros(n, dtype=bool) if scored_key else None
+
+    def vec(o, key, size, ln):
+        v = o.get(key)
+        if not isinstance(v, list) or len(v) != size:
+            raise RecordingError(f"{key!r} must be a list of {size} numbers, got {json.dumps(v)[:60]}", path, ln)
+        return [_num(e, key, ln) for e in v]
+
+    def _num(e, key, ln):
+        if e is None:
+            return math.nan
+        if isinstance(e, bool) or not isinstance(e, (int, float)):
+            raise RecordingError(f"{key!r}: {json.dumps(e)[:40]} is not a number", path, ln)
+        return float(e)
+
+    for r, ((ln, _), o) in enumerate(zip(rows, objs)):
+        for key in ("acc", "gyr"):
+            if key not in o:
+                raise RecordingError(f"missing key {key!r}", path, ln)
+        x[r, 0:3] = vec(o, "acc", 3, ln)
+        x[r, 3:6] = vec(o, "gyr", 3, ln)
+        for j, key in enumerate(extras):
+            x[r, 6 + j] = _num(o.get(key), key, ln)
+        if has_t:
+            if "t" not in o:
+                raise RecordingError("missing key 't' (earlier lines have it)", path, ln)
+            t[r] = _num(o["t"], "t", ln)
+        if ref_key:
+            q = o.get(ref_key)
+            ref[r] = [math.nan] * 4 if q is None else vec(o, ref_key, 4, ln)
+        if scored_key:
+            scored[r] = bool(o.get(scored_key))
+    lines = np.fromiter((ln for ln, _ in rows), dtype=np.int64, count=n)
+    return _Raw(names=list(IMU_CHANNELS) + extras, units=[KNOWN_UNITS.get(n, "") for n in extras], x=x, t=t,
+                reference=ref,
+                scored=scored, lines=lines, warnings=warn)
+
+
+def _read_jsonl_channels(path: Path, required: list[str]) -> _Raw:
+    """JSON lines of another sensor: one object per line with a number (or null) per channel."""
+    rows, objs, warn = _json_objects(path)
+    objs = [{str(key).lower(): v for key, v in o.items()} for o in objs]
+    first = objs[0]
+    missing = [c for c in required if c not in first]
+    if missing:
+        raise RecordingError(f"missing key(s): {', '.join(missing)} (line has: {', '.join(first) or 'none'})",
+                             path, rows[0][0])
+    numeric = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    special = set(required) | {"t", *SCORED_COLUMNS}
+    names = required + [key for key, v in first.items() if key not in special and numeric(v)]
+    keys = names + (["t"] if "t" in first else [])
+    values = np.empty((len(objs), len(keys)), dtype=np.float64)
+    for r, ((ln, _), o) in enumerate(zip(rows, objs)):
+        for j, key in enumerate(keys):
+            if key not in o:
+                raise RecordingError(f"missing key {key!r} (earlier lines have it)", path, ln)
+            v = o[key]
+            if not numeric(v):
+                raise RecordingError(f"{key!r}: {json.dumps(v)[:40]} is not a number", path, ln)
+            values[r, j] = math.nan if v is None else float(v)
+    scored_key = next((k for k in SCORED_COLUMNS if k in first), None)
+    scored = np.array([bool(o.get(scored_key)) for o in objs]) if scored_key else None
+    lines = np.fromiter((ln for ln, _ in rows), dtype=np.int64, count=len(rows))
+    return _Raw(names=names, units=[KNOWN_UNITS.get(n, "") for n in names[len(required):]],
+                x=values[:, :len(names)], t=values[:, -1] if "t" in first else None, scored=scored, lines=lines,
+                warnings=warn)
+
+
+def _read_npz_channels(path: Path, required: list[str]) -> _Raw:
+    """NPZ of another sensor: a 1-D array per channel, optional ``t`` and ``sampling_rate``."""
+    d = _load_npz(path)
+    missing = [c for c in required if c not in d]
+    if missing:
+        raise RecordingError(f"missing key(s): {', '.join(missing)} (file has: {', '.join(sorted(d)) or 'none'})",
+                             path)
+    cols = {}
+    for key in [*required, *(["t"] if "t" in d else [])]:
+        a = d[key]
+        if a.ndim != 1 or a.dtype.kind not in "biuf":
+            raise RecordingError(f"key {key!r} must be a 1-D numeric array, got {a.dtype} {a.shape}", path)
+        cols[key] = a.astype(np.float64)
+    if len({len(a) for a in cols.values()}) > 1:
+        raise RecordingError("arrays differ in length: " + ", ".join(f"{k} {len(a)}" for k, a in cols.items()), path)
+    return _Raw(names=list(required), units=[], x=np.stack([cols[c] for c in required], axis=1),
+                t=cols.get("t"), rate_hz=_npz_rate(path, d))
+
+
+def _load_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # a corrupt zip, a pickled array, ...: one clear line, no traceback
+        raise RecordingError(f"not a readable .npz file ({type(e).__name__}: {e})", path) from None
+
+
+def _npz_rate(path: Path, d: dict) -> float | None:
+    if "sampling_rate" not in d:
+        return None
+    try:
+        rate = float(np.asarray(d["sampling_rate"]).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        raise RecordingError("key 'sampling_rate' is not a number", path) from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise RecordingError(f"sampling_rate is {rate}, expected a positive number of Hz", path)
+    return rate
+
+
+def _read_npz(path: Path) -> _Raw:
+    d = _load_npz(path)
+    missing = [k for k in ("acc", "gyr") if k not in d]
+    if missing:
+        raise RecordingError(f"missing key(s): {', '.join(missing)} (file has: {', '.join(sorted(d)) or 'none'})",
+                             path)
+
+    def arr(key, cols):
+        try:
+            a = np.asarray(d[key], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise RecordingError(f"key {key!r} is not numeric (dtype {d[key].dtype})", path) from None
+        if cols is None:
+            return a.reshape(-1)
+        if a.ndim != 2 or a.shape[1] != cols:
+            raise RecordingError(f"key {key!r} has shape {a.shape}, expected (N, {cols})", path)
+        return a
+
+    acc, gyr = arr("acc", 3), arr("gyr", 3)
+    n = len(acc)
+    shapes = {"acc": n, "gyr": len(gyr)}
+    names, units, cols = list(IMU_CHANNELS), [], [acc, gyr]
+    if "mag" in d:
+        mag = arr("mag", 3)
+        shapes["mag"] = len(mag)
+        names += ["mag_x", "mag_y", "mag_z"]
+        units += ["uT"] * 3
+        cols.append(mag)
+    ref = None
+    if "quat" in d:
+        ref = arr("quat", 4)
+        shapes["quat"] = len(ref)
+    scored = None
+    if "movement" in d:
+        scored = np.asarray(d["movement"]).reshape(-1)
+        shapes["movement"] = len(scored)
+        scored = np.isfinite(scored.astype(np.float64)) & (scored.astype(np.float64) != 0)
+    t = None
+    if "t" in d:
+        t = arr("t", None)
+        shapes["t"] = len(t)
+    if len(set(shapes.values())) > 1:
+        raise RecordingError("arrays differ in length: " + ", ".join(f"{k} {v}" for k, v in shapes.items()), path)
+    return _Raw(names=names, units=units, x=np.concatenate(cols, axis=1), t=t, reference=ref,
+                scored=scored, rate_hz=_npz_rate(path, d))
+
+
+def _where(path, lines, k) -> dict:
+    """Location kwargs for sample ``k``: its line (text formats) or nothing (NPZ)."""
+    return {"path": path, "line": None if lines is None else int(lines[k])}
+
+
+def _sample_label(lines, k) -> str:
+    return "" if lines is not None else f"sample {k}: "
+
+
+def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, gap_s, check_units,
+            other: list[str] | None) -> Recording:
+    """Time, units, reference, non-finite samples and gaps. ``other``: the required channels of a
+    recording that is not an IMU one (None for IMU)."""
+    n = len(raw.x)
+    warn = list(raw.warnings)
+    lines = raw.lines
+    if n == 0:
+        raise RecordingError("no samples", path)
+
+    # --- time
+    if raw.t is not None:
+        t = raw.t
+        nonfinite = np.flatnonzero(~np.isfinite(t))
+        if nonfinite.size:
+            k = int(nonfinite[0])
+            raise RecordingError(f"{_sample_label(lines, k)}t is {t[k]} (time must be a finite number of seconds)",
+                                 **_where(path, lines, k))
+        dt = np.diff(t)
+        back = np.flatnonzero(dt <= 0)
+        if back.size:
+            k = int(back[0]) + 1
+            what = "repeats" if dt[k - 1] == 0 else "goes backwards"
+            prev = "" if lines is None else f" on line {lines[k - 1]}"
+            raise RecordingError(f"{_sample_label(lines, k)}t {what}: {t[k]!r} after {t[k - 1]!r}{prev}",
+                                 **_where(path, lines, k))
+        measured = 1.0 / float(np.median(dt)) if n > 1 else None
+        if rate_hz is None:
+            rate_hz = measured if measured is not None else raw.rate_hz
+            if rate_hz is None:
+                raise RecordingError("a single sample and no rate: pass rate_hz (--rate-hz)", path)
+        elif measured is not None and abs(measured / rate_hz - 1.0) > 0.01:
+            warn.append(f"{path}: rate_hz={rate_hz:g} given, but the t column says {measured:.6g} Hz "
+                        f"(median Δt); t is used for timing, {rate_hz:g} Hz as the nominal rate")
+    else:
+        if rate_hz is None:
+            rate_hz = raw.rate_hz
+        elif raw.rate_hz is not None and abs(raw.rate_hz / rate_hz - 1.0) > 1e-6:
+            warn.append(f"{path}: rate_hz={rate_hz:g} overrides the file's sampling_rate {raw.rate_hz:g}")
+        if rate_hz is None:
+            raise RecordingError("no 't' column and no sampling rate in the file: pass rate_hz (--rate-hz)", path)
+        t = np.arange(n, dtype=np.float64) / rate_hz
+    if gap_s is None:
+        gap_s = default_gap_s(rate_hz)
+
+    # --- units
+    x = raw.x.copy()
+    fed = len(other) if other else 6
+    if not other:
+        x[:, 0:3] *= acc_scale
+        x[:, 3:6] *= gyr_scale
+    valid = np.all(np.isfinite(x[:, :fed]), axis=1)
+    what = ", ".join(other) if other else "acc_x..gyr_z"
+    if not valid.any():
+        raise RecordingError(f"no sample has finite values in all of {what}", path)
+    if check_units and not other:
+        _check_units(path, x, valid, lines, acc_unit, gyr_unit)
+
+    # --- reference
+    ref = None
+    if raw.reference is not None:
+        q = raw.reference
+        rows_ok = np.all(np.isfinite(q), axis=1)
+        ref = np.full_like(q, np.nan)
+        ref[rows_ok] = quat_normalize(q[rows_ok])        # zero rows become NaN
+        norms = np.linalg.norm(q[rows_ok], axis=1)
+        far = np.flatnonzero(np.abs(norms - 1.0) > 0.05)
+        if far.size:
+            k = int(np.flatnonzero(rows_ok)[far[0]])
+            loc = f"line {lines[k]}" if lines is not None else f"sample {k}"
+            warn.append(f"{path}: {far.size} reference quaternions are far from unit norm "
+                        f"(first at {loc}, |q| = {norms[far[0]]:.3g}); normalised")
+
+    # --- non-finite samples and gaps
+    bad = np.flatnonzero(~valid)
+    if bad.size:
+        loc = f"line {lines[bad[0]]}" if lines is not None else f"sample {bad[0]}"
+        warn.append(f"{path}: {bad.size} sample(s) with NaN/Inf in {what} are skipped, not fed (first at {loc})")
+    gaps = find_gaps(t, valid, gap_s)
+    def span(s, e):          # the unfed samples s..e-1, by line where there are lines
+        if lines is None:
+            return f"samples {s}-{e - 1}" if e - s > 1 else f"sample {s}"
+        return f"lines {lines[s]}-{lines[e - 1]}" if e - s > 1 else f"line {lines[s]}"
+
+    for s, e in gaps:
+        a = t[s - 1] if s > 0 else t[0]
+        b = t[e] if e < n else t[-1]
+        at = (f"line {lines[e]}" if lines is not None else f"sample {e}") if e < n else ""
+        if s == e:
+            warn.append(f"{path}: t jumps by {b - a:.3g} s before {at}; the state resets there")
+        elif e < n:
+            warn.append(f"{path}: gap of {b - a:.3g} s with no usable sample ({span(s, e)}); "
+                        f"the state resets at {at}")
+        else:
+            warn.append(f"{path}: no usable sample in the last {b - a:.3g} s ({span(s, e)})")
+
+    for w in warn:
+        warnings.warn(w, RecordingWarning, stacklevel=3)
+    units = ([""] * len(other) if other else ["m/s^2"] * 3 + ["rad/s"] * 3) + list(raw.units)
+    meta = {"gap_s": gap_s} if other else {"gap_s": gap_s, "acc_unit_in_file": acc_unit, "gyr_unit_in_file": gyr_unit}
+    if other:
+        meta["fed_channels"] = list(other)
+    return Recording(t=t, channels=raw.names, x=x, units=units, rate_hz=rate_hz, source=str(path),
+                     reference=ref, scored=raw.scored, gaps=gaps, warnings=warn, meta=meta)
+
+
+def _check_units(path, x, valid, lines, acc_unit, gyr_unit):
+    norms = np.linalg.norm(x[valid, 0:3], axis=1)
+    med = float(np.median(norms))
+    lo, hi = ACC_NORM_RANGE
+    if not lo <= med <= hi:
+        idx = np.flatnonzero(valid)
+        off = np.flatnonzero((norms < lo) | (norms > hi))
+        k = int(idx[off[0]]) if off.size else int(idx[0])
+        if acc_unit != "g" and 0.7 <= med <= 1.3:
+            hint = "the accelerometer looks like it is in g: use --acc-unit g (acc_unit='g')"
+        elif acc_unit == "g" and 70 <= med <= 130:
+            hint = "the accelerometer looks like it is already in m/s²: drop --acc-unit g (acc_unit='m/s^2')"
+        else:
+            hint = "check the accelerometer unit (--acc-unit m/s^2 or g) and the column order"
+        raise RecordingError(f"median |acc| over the file is {med:.3g} m/s² after reading it as {acc_unit} "
+                             f"(expected about 9.81, between {lo:g} and {hi:g}); {hint}", **_where(path, lines, k))
+    gnorm = np.linalg.norm(x[valid, 3:6], axis=1)
+    p99 = float(np.percentile(gnorm, 99))
+    if p99 > GYR_P99_MAX:
+        idx = np.flatnonzero(valid)
+        k = int(idx[np.flatnonzero(gnorm > GYR_P99_MAX)[0]])
+        hint = ("the gyroscope looks like it is in deg/s: use --gyr-unit deg/s (gyr_unit='deg/s')"
+                if gyr_unit == "rad/s" else "check the gyroscope unit")
+        raise RecordingError(f"99th percentile of |gyr| is {p99:.3g} rad/s after reading it as {gyr_unit} "
+                             f"(above {GYR_P99_MAX:g} rad/s is beyond any common gyroscope range); {hint}",
+                             **_where(path, lines, k))
+
+
+# ------------------------------------------------------------------------------------ resampling
+
+def resample(rec: Recording, rate_hz: float) -> Recording:
+    """Resample to a uniform ``rate_hz`` grid from ``t[0]``: channels by linear interpolation, the
+    reference by slerp (shortest arc), ``scored`` by nearest neighbour.
+
+    No anti-alias filter is applied (linear interpolation of point samples, like a sensor that
+    simply samples slower). Samples that fall inside a gap of the source, or next to a non-finite
+    source sample, come out NaN; gaps are recomputed on the new grid with the same ``gap_s``.
+    """
+    if not (math.isfinite(rate_hz) and rate_hz > 0):
+        raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
+    n = len(rec)
+    if n < 2:
+        raise ValueError("resample needs at least two samples")
+    t = rec.t
+    m = int(math.floor((t[-1] - t[0]) * rate_hz + 1e-9)) + 1
+    tn = t[0] + np.arange(m, dtype=np.float64) / rate_hz
+    i = np.clip(np.searchsorted(t, tn, side="right") - 1, 0, n - 2)
+    f = np.clip((tn - t[i]) / (t[i + 1] - t[i]), 0.0, 1.0)
+    at_left, at_right = f <= 0.0, f >= 1.0
+
+    x0, x1 = rec.x[i].astype(np.float64), rec.x[i + 1].astype(np.float64)
+    fc = f[:, None]
+    x = np.where(at_left[:, None], x0, np.where(at_right[:, None], x1, x0 + fc * (x1 - x0)))
+
+    ref = None
+    if rec.reference is not None:
+        q0, q1 = rec.reference[i], rec.reference[i + 1]
+        ref = np.where(at_left[:, None], q0, np.where(at_right[:, None], q1, quat_slerp(q0, q1, f)))
+    scored = None
+    if rec.scored is not None:
+        scored = rec.scored[np.where(f < 0.5, i, i + 1)]
+
+    # blank whatever lies inside a gap of the source (a pure time jump would otherwise be bridged)
+    inside = np.zeros(m, dtype=bool)
+    for s, e in rec.gaps:
+        a = t[s - 1] if s > 0 else -np.inf
+        b = t[e] if e < n else np.inf
+        inside |= (tn > a) & (tn < b)
+    x[inside] = np.nan
+    if ref is not None:
+        ref[inside] = np.nan
+    gap_s = rec.meta.get("gap_s", DEFAULT_GAP_S)
+    meta = {k: v for k, v in rec.meta.items()        # per-sample arrays of the old grid would be stale
+            if not (isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n)}
+    out = Recording(t=tn, channels=rec.channels, x=x, units=rec.units, rate_hz=rate_hz, source=rec.source,
+                    reference=ref, scored=scored, warnings=list(rec.warnings),
+                    meta={**meta, "resampled_from_hz": rec.rate_hz})
+    out.gaps = find_gaps(out.t, out.valid, gap_s)
+    return out
+
+
+# --------------------------------------------------------------------------------------- writing
+
+def write_recording_csv(rec: Recording, path, *, comment: str | None = None,
+                        include_reference: bool = True) -> Path:
+    """Write ``rec`` as a CSV that `read_recording` reads back (SI units, header, ``t`` column).
+
+    Columns: ``t``, the channels, then ``qw,qx,qy,qz`` and ``movement`` when present. ``comment``
+    lines (e.g. an attribution) are written first, each prefixed with ``# ``. ``.csv.gz`` is
+    gzipped. The file is written to a temporary name and renamed, so a reader never sees half a file.
+    """
+    path = Path(path)
+    cols = [rec.t[:, None], rec.x.astype(np.float64)]
+    header = ["t"] + list(rec.channels)
+    fmt = ["%.9f"] + ["%.9g"] * len(rec.channels)
+    if include_reference and rec.reference is not None:
+        cols.append(rec.reference)
+        header += list(REFERENCE_COLUMNS)
+        fmt += ["%.9g"] * 4
+    if rec.scored is not None:
+        cols.append(rec.scored[:, None].astype(np.float64))
+        header.append("movement")
+        fmt.append("%d")
+    table = np.concatenate(cols, axis=1)
+    buf = io.StringIO()
+    if comment:
+        for line in comment.splitlines():
+            buf.write(f"# {line}\n".replace("# \n", "#\n"))
+    buf.write(",".join(header) + "\n")
+    np.savetxt(buf, table, fmt=fmt, delimiter=",")
+    data = buf.getvalue().encode("utf-8")
+    if path.name.lower().endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path

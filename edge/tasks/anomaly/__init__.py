@@ -1,0 +1,1 @@
+"""Streaming anomaly detection: the detector, fault injection, tuning, replay view and evaluation."""

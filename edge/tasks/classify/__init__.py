@@ -1,0 +1,1 @@
+"""Classifying streams (human activity from a watch IMU): data, replay view and evaluation."""

@@ -1,0 +1,1 @@
+"""Dialogue memory (SirLLM and StreamingLLM) over an on-device decoder LM."""

@@ -1,0 +1,1 @@
+"""Forecasting sensor series: ETT protocol, baselines, replay view and evaluation."""

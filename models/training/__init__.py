@@ -1,0 +1,1 @@
+"""Training commands and data generators, one module per task (they need torch: extra `train`)."""
