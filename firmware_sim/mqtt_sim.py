@@ -105,8 +105,10 @@ def plan(devices: int = 20, rate_hz: float = 200.0, duration_s: float = 10.0, *,
     channels = ["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"]
     layout = JsonLayout(channels)
 
-    def encode(t, x):
-        return encode_frame(x, t0=float(t[0]), dt=1.0 / rate_hz) if fmt == "binary" else layout.encode(t, x)
+    def encode(t, x, seq=None):
+        if fmt == "binary":
+            return encode_frame(x, t0=float(t[0]), dt=1.0 / rate_hz, seq=seq)
+        return layout.encode(t, x, seq=seq, single=samples_per_message == 1)    # one sample: a bare object
 
     rng = np.random.default_rng(seed)
     messages, accepted, counts = [], {}, {}
@@ -121,17 +123,19 @@ def plan(devices: int = 20, rate_hz: float = 200.0, duration_s: float = 10.0, *,
         t = t + t0
         x = x.copy()
         k = samples_per_message
-        chunks = [(t[a:a + k], x[a:a + k]) for a in range(0, len(t), k)]
+        chunks = [(t[a:a + k], x[a:a + k], a) for a in range(0, len(t), k)]     # a: the first sample's seq
         if fmt == "binary":              # a frame carries t0 and dt: its samples are at exactly t0 + i*dt
-            chunks = [(ct[0] + (1.0 / rate_hz) * np.arange(len(ct)), cx) for ct, cx in chunks]
+            chunks = [(ct[0] + (1.0 / rate_hz) * np.arange(len(ct)), cx, a) for ct, cx, a in chunks]
         silent_until = last_due = -math.inf
         sends = []                                   # (due, t, x, kind) of this device, in send order
-        for ct, cx in chunks:
+        for ct, cx, seq in chunks:
             if ct[0] < silent_until:
+                counts["dropout_samples"] = counts.get("dropout_samples", 0) + len(ct)
                 continue
             if rng.random() < faults.dropout:
                 silent_until = ct[0] + rng.uniform(0.1, 1.5)
                 counts["dropout"] = counts.get("dropout", 0) + 1
+                counts["dropout_samples"] = counts.get("dropout_samples", 0) + len(ct)
                 continue
             kind = "sample"
             if rng.random() < faults.nan:
@@ -147,17 +151,17 @@ def plan(devices: int = 20, rate_hz: float = 200.0, duration_s: float = 10.0, *,
             if rng.random() < faults.garbage:
                 gkind = GARBAGE_KINDS[counts.get("garbage", 0) % len(GARBAGE_KINDS)]
                 emit(due, tpc, _garbage(gkind, rng, layout), "garbage")
-            sends.append([due, ct, cx, kind])
+            sends.append([due, ct, cx, kind, seq])
             if rng.random() < faults.duplicate:
-                sends.append([due, ct, cx, "duplicate"])
+                sends.append([due, ct, cx, "duplicate", seq])
         for j in range(len(sends) - 1):
             if sends[j][3] != "duplicate" and sends[j + 1][3] != "duplicate" and rng.random() < faults.reorder:
                 sends[j][0], sends[j + 1][0] = sends[j + 1][0], sends[j][0]
                 sends[j], sends[j + 1] = sends[j + 1], sends[j]
                 sends[j][3] = "reordered"
         last, keep_t, keep_x = -math.inf, [], []
-        for due, ct, cx, kind in sends:              # the order rule, as the receiver applies it
-            emit(due, tpc, encode(ct, cx), kind)
+        for due, ct, cx, kind, seq in sends:         # the order rule, as the receiver applies it
+            emit(due, tpc, encode(ct, cx, seq), kind)
             new = ct > last
             stale = "duplicate_samples" if kind == "duplicate" else "late_samples"
             counts[stale] = counts.get(stale, 0) + int((~new).sum())
@@ -176,27 +180,34 @@ def plan(devices: int = 20, rate_hz: float = 200.0, duration_s: float = 10.0, *,
 
 
 def publish(p: Plan, host: str = "127.0.0.1", port: int = 1883, *, qos: int = 1, client_id: str = "edge-sim",
-            realtime: bool = True, progress: bool = False, timeout_s: float = 60.0) -> dict:
+            realtime: bool = True, progress: bool = False, timeout_s: float = 60.0, brokers=None,
+            protocol: str = "5") -> dict:
     """Send a plan's messages at their due times (as fast as possible with ``realtime=False``).
     QoS 1 messages are kept and re-sent by paho across broker outages; returns counts.
 
     Order across a reconnect: paho calls on_connect and only then re-sends what it holds, so a message
     published in between overtakes that backlog (seen here: a device's samples 2.5-9.2 s arriving after
     its 9.2 s message). While the broker is away we therefore publish nothing, and after the reconnect
-    we wait until the broker has the backlog: like a careful device, the simulator keeps its order."""
+    we wait until the broker has the backlog: like a careful device, the simulator keeps its order.
+
+    ``brokers``: [(host, port), ...] to rotate through (the next one after each lost or failed connection:
+    a cluster's nodes), instead of host and port. ``protocol``: "5" or "3.1.1" (NATS' MQTT gateway)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+    from edge.daemon.brokers import Rotation
     from edge.daemon.service import delivered
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    version = MQTTProtocolVersion.MQTTv5 if protocol == "5" else MQTTProtocolVersion.MQTTv311
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version)
     c.suppress_exceptions = True
     c.reconnect_delay_set(0.2, 2.0)
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(50000)
     connected = threading.Event()
     c.on_connect = lambda client, userdata, flags, reason, props: None if reason.is_failure else connected.set()
-    c.on_disconnect = lambda *args: connected.clear()
-    c.connect_async(host, port, keepalive=30)
+    brokers = list(brokers or [(host, port)])
+    rotation = Rotation(c, brokers, on_disconnect=lambda *args: connected.clear())
+    c.connect_async(*brokers[0], keepalive=30)
     c.loop_start()
     bar = None
     if progress:
@@ -240,7 +251,7 @@ def publish(p: Plan, host: str = "127.0.0.1", port: int = 1883, *, qos: int = 1,
             bar.close()
         c.disconnect()
         c.loop_stop()
-    return {"messages": len(p.messages), "unconfirmed": len(infos), "window_waits": waits,
+    return {"messages": len(p.messages), "unconfirmed": len(infos), "window_waits": waits, "broker_moves": rotation.moves,
             "seconds": round(time.monotonic() - start, 3)}
 
 
@@ -272,7 +283,9 @@ def add_subparser(sub) -> None:
     p.add_argument("--duration", type=positive_float, default=10.0, help="seconds of data per device (default 10)")
     p.add_argument("--samples-per-message", type=integer(1), default=5, help="samples per message, at most 65535 (default 5)")
     p.add_argument("--format", choices=["binary", "json"], default="binary", help="payload format (docs/daemon.md)")
-    p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
+    p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT[,HOST:PORT...]",
+                   help="the broker; several (a cluster's MQTT gateways): the next one after each lost connection")
+    p.add_argument("--mqtt", choices=["5", "3.1.1"], default="5", help="protocol version (NATS' gateway: 3.1.1)")
     p.add_argument("--topic", default="sensors/{device}/imu", help="topic template (default sensors/{device}/imu)")
     p.add_argument("--qos", type=int, choices=[0, 1], default=1)
     p.add_argument("--recording", default=None, metavar="FILE", help="replay this recording instead of synthetic data")
@@ -291,16 +304,18 @@ def add_subparser(sub) -> None:
 
 
 def run(args) -> int:
-    host, _, port = args.broker.rpartition(":")
-    if not host or not port.isdigit():
-        print(f"edge sim imu: --broker {args.broker!r}: expected HOST:PORT", file=sys.stderr)
+    from edge.daemon.brokers import parse_addresses
+    try:
+        brokers = parse_addresses(args.broker)
+    except ValueError as e:
+        print(f"edge sim imu: {e}", file=sys.stderr)
         return 2
     faults = Faults(**{k: getattr(args, k) for k in FAULTS}, new_ids=args.new_ids)
     p = plan(args.devices, args.rate, args.duration, samples_per_message=args.samples_per_message, fmt=args.format,
              topic=args.topic, faults=faults, seed=args.seed, source=args.recording)
     print(f"planned {len(p.messages)} messages: " + ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items())),
           file=sys.stderr)
-    out = publish(p, host, int(port), qos=args.qos, realtime=not args.no_realtime, progress=True,
-                  client_id=f"edge-sim-{args.seed}")
+    out = publish(p, brokers=brokers, qos=args.qos, realtime=not args.no_realtime, progress=True,
+                  client_id=f"edge-sim-{args.seed}", protocol=args.mqtt)
     print(f"sent {out['messages']} messages in {out['seconds']} s; unconfirmed by the broker: {out['unconfirmed']}")
     return 0 if out["unconfirmed"] == 0 else 1

@@ -32,7 +32,8 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, folder: Path, port: int | None = None):
+    def __init__(self, folder: Path, port: int | None = None, limits: dict | None = LIMITS):
+        """limits: the queue limits to state; None keeps mosquitto's stock ones (20 in flight, 1000 queued)."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -44,7 +45,7 @@ class Broker:
                  f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
                  f"persistence_location {self.folder}/", "set_tcp_nodelay true",
                  f"log_dest file {self.log}", "log_type error", "log_type warning",
-                 *(f"{k} {v}" for k, v in LIMITS.items())]
+                 *(f"{k} {v}" for k, v in (limits or {}).items())]
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc = None
 

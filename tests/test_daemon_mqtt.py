@@ -274,6 +274,9 @@ def test_faults_are_counted_and_do_not_touch_the_good_devices(tmp_path, broker, 
     assert dropped("refused_max_streams") == 10000 - 54
     assert m['edge_active_streams{pipeline="imu"}'] == 64
     assert m['edge_gap_resets_total{pipeline="imu"}'] >= 1
+    # numbered samples: a dropout's are skipped numbers, and so are a reordered message's until it comes late
+    missing = m['edge_samples_missing_total{pipeline="imu"}']
+    assert kinds["late_samples"] <= missing <= kinds["late_samples"] + kinds["dropout_samples"]
     assert rss_after - rss_before < 30_000, f"RSS grew by {rss_after - rss_before} KiB"
 
 
@@ -361,7 +364,45 @@ def test_sim_command_publishes_its_plan(broker):
     sub.close()
     assert len(got) == 78 and "sent 78 messages" in r.stdout
     samples = [s for _, payload in got for s in json.loads(payload)]
-    assert len(samples) == 303 and set(samples[0]) == {"t", "acc", "gyr"}
+    assert len(samples) == 303 and set(samples[0]) == {"t", "seq", "acc", "gyr"}
+    assert [json.loads(payload)[0]["seq"] for _, payload in got[:3]] == [0, 0, 0]       # 3 devices' first ones
     bad = subprocess.run([sys.executable, "-m", "edge.cli", "sim", "imu", "--broker", "nowhere"],
                          capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and bad.stderr.strip() == "edge sim imu: --broker 'nowhere': expected HOST:PORT"
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("edge sim imu: --broker 'nowhere': expected HOST:PORT")
+
+
+def test_stock_broker_limits_drop_samples_during_a_restart_and_the_daemon_counts_every_one(tmp_path, model):
+    """mosquitto's stock limits (1000 queued per client) drop QoS 1 messages while the daemon restarts;
+    the devices number their samples, so the daemon reports exactly the samples that never arrived."""
+    broker = Broker(tmp_path / "broker", limits=None).start()
+    try:
+        p = plan(5, 200.0, 10.0, samples_per_message=1, fmt="json", seed=6)       # 1,000 messages/s
+        collector = Collector(broker.port)
+        first = Daemon(tmp_path, broker.port).wait_ready()
+        sender = threading.Thread(target=publish, args=(p,), kwargs={"port": broker.port, "client_id": "sim-stock"})
+        sender.start()
+        time.sleep(3.0)
+        assert first.stop() == 0
+        time.sleep(4.0)
+        second = Daemon(tmp_path, broker.port).wait_ready()
+        sender.join()
+        last = {d: (t[-1:], None) for d, (t, _) in p.accepted.items()}
+        collector.wait_for(last, 20)                       # every device's last sample is through
+        time.sleep(1.0)
+        m = second.metrics()
+        assert second.stop() == 0
+        collector.close()
+        log = second.log_text()
+    finally:
+        broker.stop()
+    # what was really dropped: the planned samples that have no output (every sample that arrives has one)
+    really = 0
+    for device, (t, _) in p.accepted.items():
+        got = np.unique(collector.outputs(device)[0])
+        assert np.isin(got, t).all()
+        really += len(t) - len(got)
+    assert really > 100, f"the broker dropped only {really} samples: the restart did not overflow its queue"
+    assert m['edge_samples_missing_total{pipeline="imu"}'] == really
+    devices = m['edge_devices_with_missing_samples_total{pipeline="imu"}']
+    assert 1 <= devices <= 5
+    assert log.count("samples missing") == devices           # one warning per device, not one per gap

@@ -110,7 +110,8 @@ def test_json_forms_decode_to_the_same_samples():
     grouped = b'[{"t": 1.0, "acc": [1, 2, 3], "gyr": [4, 5, null]}, {"t": 1.01, "acc": [7, 8, 9], "gyr": [1, 1, 1]}]'
     flat = json.dumps([{"t": 1.0, "x": [1, 2, 3, 4, 5, None]}, {"t": 1.01, "x": [7, 8, 9, 1, 1, 1]}]).encode()
     for data in (grouped, flat, JsonLayout(IMU).encode([1.0, 1.01], [[1, 2, 3, 4, 5, np.nan], [7, 8, 9, 1, 1, 1]])):
-        t, x = dec(data)
+        t, x, seq = dec(data)
+        assert seq is None
         assert t.tolist() == [1.0, 1.01]
         assert np.array_equal(x, np.array([[1, 2, 3, 4, 5, np.nan], [7, 8, 9, 1, 1, 1]], np.float32), equal_nan=True)
 
@@ -228,7 +229,7 @@ def test_a_device_off_the_bundles_rate_is_counted_and_named_once(model, caplog):
         t, x = imu_samples(40, seed=1, rate=rate)
         for k in range(0, 40, 5):                       # several messages, so the check spans them
             p.accept(device, encode_frame(x[k:k + 5], t=t[k:k + 5]), now=0.0)
-    mismatched = p.counters.rate_mismatch.values
+    mismatched = p.counters.rate_mismatch.values()
     assert sum(mismatched.values()) == 1                # 200 Hz only: 0.3 % is within the 0.5 % tolerance
     warnings = [r.getMessage() for r in caplog.records if "resampled" in r.getMessage()]
     assert len(warnings) == 1 and "device slow sends at 200 Hz" in warnings[0]
@@ -292,3 +293,42 @@ def test_pipeline_resamples_200_hz_devices_like_edge_replay_across_a_restart(mod
         got_t, got_y = np.concatenate(got[d][0]), np.concatenate(got[d][1])
         assert np.array_equal(got_t, want_t), d
         assert np.abs(got_y - want_y).max() < 1e-5, d
+
+
+# ------------------------------------------------------------------------------------ sequence numbers
+
+def test_frame_with_a_sequence_number_matches_the_documented_bytes():
+    x = np.arange(6, dtype=np.float32).reshape(1, 6)
+    data = encode_frame(x, t0=2.0, dt=0.005, seq=2 ** 40 + 3)
+    want = b"EF" + bytes([1, 2]) + struct.pack("<HHdd", 6, 1, 2.0, 0.005) + struct.pack("<Q", 2 ** 40 + 3) \
+        + struct.pack("<6f", *range(6))
+    assert data == want
+    t, y, seq = Decoder("auto", IMU, 100, 4096)(data)
+    assert t.tolist() == [2.0] and np.array_equal(y, x) and seq == 2 ** 40 + 3
+    for bad in (b'{"t": 1, "seq": -1, "x": [0, 0, 0, 0, 0, 0]}', b'{"t": 1, "seq": 1.5, "x": [0, 0, 0, 0, 0, 0]}',
+                b'{"t": 1, "seq": "7", "x": [0, 0, 0, 0, 0, 0]}'):
+        with pytest.raises(PayloadError) as e:
+            Decoder("auto", IMU, 100, 4096)(bad)
+        assert e.value.reason == "bad_seq"
+
+
+def test_sequence_gaps_are_counted_as_missing_and_repeats_as_duplicates(model):
+    pipe, _ = make_pipeline(model)
+    layout = JsonLayout(IMU)
+    t, x = imu_samples(60, seed=3)
+    # 60 samples, 2 per message (seq = index of the first); messages 5 and 6 (samples 10..13) are lost,
+    # message 12 (samples 24, 25) is sent twice, messages 20 and 21 swap places
+    order = [k for k in range(30) if k not in (5, 6)]
+    order.insert(order.index(12) + 1, 12)
+    i = order.index(20)
+    order[i], order[i + 1] = order[i + 1], order[i]
+    for k in order:
+        pipe.accept("d", layout.encode(t[2 * k:2 * k + 2], x[2 * k:2 * k + 2], seq=2 * k), now=0.0)
+    c = pipe.counters
+    # skipped numbers, written out: 10..13 (lost) and 40, 41 (message 20, until it comes after 21)
+    assert c.samples_missing.get("imu") == 4 + 2
+    assert c.devices_missing.get("imu") == 1
+    assert c.samples_dropped.get("imu", "duplicate") == 2
+    assert c.samples_dropped.get("imu", "out_of_order") == 2
+    # a restart keeps the numbering: the next gap is measured from the checkpoint
+    assert pipe.devices["d"].next_seq == 60

@@ -1,100 +1,87 @@
-"""Counters, gauges and histograms in the Prometheus text format (0.0.4), served by the stdlib
-`http.server` on loopback. No dependency: the format is a few lines of text per metric.
+"""The daemon's counters, gauges and histograms, kept and exposed by `prometheus-client`.
 
-The worker thread updates the values; the HTTP thread renders them under the same lock.
+A thin layer over it: metrics are created on one `Registry` (not the library's global one, so two
+daemons in one process, as in the tests, do not collide), updated with positional label values
+(``counter.inc("imu", "bad_json")``), read back with ``get`` (tests, the stats message), and served
+on loopback with the library's own text exposition. prometheus-client guards every value with its
+own lock, so the worker, the network thread and the HTTP thread may all touch a metric.
 """
 from __future__ import annotations
 
-import bisect
-import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+import prometheus_client
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+prometheus_client.disable_created_metrics()      # no *_created series: scrapes carry only what we count
 
 
-def _labels(names, values) -> str:
-    if not names:
-        return ""
-    esc = (str(v).replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n") for v in values)
-    return "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, esc)) + "}"
+class _Metric:
+    def __init__(self, registry: "Registry", kind, name: str, help: str, labels=(), **kw):
+        self.name, self.label_names = name, tuple(labels)
+        self.metric = kind(name, help, self.label_names, registry=registry.collectors, **kw)
+        registry.metrics.append(self)
 
+    def _child(self, labels):
+        return self.metric.labels(*labels) if labels else self.metric
 
-def _num(v: float) -> str:
-    return "+Inf" if v == math.inf else repr(float(v)) if not float(v).is_integer() else str(int(v))
-
-
-class Counter:
-    kind = "counter"
-
-    def __init__(self, name, help, labels=()):
-        self.name, self.help, self.label_names = name, help, tuple(labels)
-        self.values: dict[tuple, float] = {}
-
-    def inc(self, *labels, by: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + by
+    def values(self) -> dict:
+        """Label values -> value of the main sample (a counter's _total, a gauge, a histogram's _count)."""
+        out = {}
+        for family in self.metric.collect():
+            for s in family.samples:
+                if s.name in (self.name, f"{self.name}_total", f"{self.name}_count") and "le" not in s.labels:
+                    out[tuple(s.labels[n] for n in self.label_names)] = s.value
+        return out
 
     def get(self, *labels) -> float:
-        return self.values.get(labels, 0.0)
-
-    def samples(self):
-        for labels, v in sorted(list(self.values.items())):     # a copy: the worker adds labels meanwhile
-            yield self.name, _labels(self.label_names, labels), v
+        return self.values().get(tuple(str(v) for v in labels), 0.0)
 
 
-class Gauge(Counter):
-    kind = "gauge"
+class Counter(_Metric):
+    def __init__(self, registry, name, help, labels=()):
+        super().__init__(registry, prometheus_client.Counter, name, help, labels)
+
+    def inc(self, *labels, by: float = 1.0) -> None:
+        if by:
+            self._child(labels).inc(by)
+
+
+class Gauge(_Metric):
+    def __init__(self, registry, name, help, labels=()):
+        super().__init__(registry, prometheus_client.Gauge, name, help, labels)
 
     def set(self, *labels, value: float) -> None:
-        self.values[labels] = float(value)
+        self._child(labels).set(value)
 
 
-class Histogram:
-    kind = "histogram"
-
-    def __init__(self, name, help, buckets, labels=()):
-        self.name, self.help, self.label_names = name, help, tuple(labels)
-        self.bounds = sorted(buckets)
-        self.values: dict[tuple, list] = {}        # labels -> [bucket counts..., sum, count]
+class Histogram(_Metric):
+    def __init__(self, registry, name, help, buckets, labels=()):
+        super().__init__(registry, prometheus_client.Histogram, name, help, labels, buckets=sorted(buckets))
 
     def observe(self, value: float, *labels) -> None:
-        row = self.values.get(labels)
-        if row is None:
-            row = self.values[labels] = [0] * len(self.bounds) + [0.0, 0]
-        i = bisect.bisect_left(self.bounds, value)
-        if i < len(self.bounds):
-            row[i] += 1
-        row[-2] += value
-        row[-1] += 1
-
-    def samples(self):
-        for labels, row in sorted(list(self.values.items())):
-            cum = 0
-            for b, c in zip(self.bounds, row):
-                cum += c
-                yield f"{self.name}_bucket", _labels(self.label_names + ("le",), labels + (_num(b),)), cum
-            yield f"{self.name}_bucket", _labels(self.label_names + ("le",), labels + ("+Inf",)), row[-1]
-            yield f"{self.name}_sum", _labels(self.label_names, labels), row[-2]
-            yield f"{self.name}_count", _labels(self.label_names, labels), row[-1]
+        self._child(labels).observe(value)
 
 
 class Registry:
+    """The daemon's own collector registry and the metrics made on it."""
+
     def __init__(self):
-        self.lock = threading.Lock()
-        self.metrics = []
+        self.collectors = CollectorRegistry(auto_describe=True)
+        self.metrics: list[_Metric] = []
 
-    def add(self, metric):
-        self.metrics.append(metric)
-        return metric
+    def counter(self, name, help, labels=()) -> Counter:
+        return Counter(self, name, help, labels)
 
-    def render(self) -> str:
-        lines = []
-        with self.lock:
-            for m in self.metrics:
-                lines.append(f"# HELP {m.name} {m.help}")
-                lines.append(f"# TYPE {m.name} {m.kind}")
-                lines.extend(f"{name}{labels} {_num(v)}" for name, labels, v in m.samples())
-        return "\n".join(lines) + "\n"
+    def gauge(self, name, help, labels=()) -> Gauge:
+        return Gauge(self, name, help, labels)
+
+    def histogram(self, name, help, buckets, labels=()) -> Histogram:
+        return Histogram(self, name, help, buckets, labels)
+
+    def render(self) -> bytes:
+        return generate_latest(self.collectors)
 
 
 def serve(registry: Registry, bind: str, port: int) -> ThreadingHTTPServer:
@@ -103,7 +90,7 @@ def serve(registry: Registry, bind: str, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             if self.path.split("?")[0] == "/metrics":
-                body, status, ctype = registry.render().encode(), 200, CONTENT_TYPE
+                body, status, ctype = registry.render(), 200, CONTENT_TYPE_LATEST
             elif self.path == "/healthz":
                 body, status, ctype = b"ok\n", 200, "text/plain"
             else:

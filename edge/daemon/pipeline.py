@@ -7,6 +7,9 @@ Rules applied to each device's samples (the same as `edge.io.recordings` / `edge
 * A timestamp not later than the device's last one is dropped: as ``duplicate`` when its message
   repeats one of the device's last 8 messages (same first and last timestamp), as ``redelivered``
   when the broker marked it as a re-send, else as ``out_of_order``.
+* A message may number its samples (``seq``, see `edge.daemon.payload`): numbers skipped when a later
+  one arrives are counted as ``samples_missing`` (the device's first gap is logged); a message that
+  arrives into such a skipped range is late (``out_of_order``), not a ``duplicate``.
 * A sample with NaN/Inf in any channel is **not fed** (no output); the state is held across it.
 * A gap — no fed sample for longer than ``gap_s`` — resets the state to the bundle's initial state
   at the first fed sample after it.
@@ -66,6 +69,9 @@ class Device:
     resampler: StreamResampler | None = None
     last_k: int = -1              # resampled: the latest fed grid index and its output [O] (None before one)
     last_y: np.ndarray | None = None
+    next_seq: int = -1            # the number (seq) the device's next sample should carry; -1 = not known yet
+    holes: deque = field(default_factory=lambda: deque(maxlen=RECENT_MESSAGES))   # recent skipped seq ranges
+    warned_missing: bool = False  # its first gap is logged, later ones only counted
 
 
 class Pipeline:
@@ -123,11 +129,12 @@ class Pipeline:
         Raises PayloadError (the whole message is dropped) for a bad payload or a refused device."""
         if not device or len(device) > MAX_DEVICE_ID:
             raise PayloadError("bad_device_id", f"device id of {len(device)} characters (1..{MAX_DEVICE_ID})")
-        t, x = self.decode(payload)
+        t, x, seq = self.decode(payload)
         dev = self._admit(device, now)
         if dev is None:
             raise PayloadError("refused_max_streams", f"{self.cfg.max_streams} streams active "
                                f"(pipeline[{self.cfg.name}].max_streams), none idle for {self.idle_evict_s:g} s")
+        late = seq is not None and self._sequence(device, dev, seq, len(t))
         span = (float(t[0]), float(t[-1]))
         if span[0] > dev.last_t and (len(t) == 1 or (t[1:] > t[:-1]).all()) and math.isfinite(x.sum()):
             # the common case, in three reductions: every sample new, in order and finite (a sum is NaN/Inf
@@ -140,7 +147,9 @@ class Pipeline:
         prev = np.maximum.accumulate(np.concatenate(([dev.last_t], t)))[:-1]
         new = t > prev
         if not new.all():
-            reason = "redelivered" if redelivered else "duplicate" if span in dev.recent else "out_of_order"
+            # a message that fills a hole in the numbers is late, not a repeat
+            reason = "redelivered" if redelivered else "duplicate" if span in dev.recent and not late \
+                else "out_of_order"
             self.counters.inc(reason, self.cfg.name, by=int((~new).sum()))
         dev.recent.append(span)
         dev.last_t = max(dev.last_t, float(t[-1]), float(prev[-1]))
@@ -151,6 +160,24 @@ class Pipeline:
         if new.any():
             self._queue(device, dev, t[new], x[new])
         return int(fed.sum())
+
+    def _sequence(self, device: str, dev: Device, seq: int, n: int) -> bool:
+        """Follow the device's numbering: numbers skipped when a later one arrives are counted as missing
+        (``samples_missing``; the device's first gap is logged). Returns True when the message falls in such
+        a hole, i.e. arrives late rather than again (the order rule drops it either way)."""
+        late = any(a <= seq and seq + n <= b for a, b in dev.holes)
+        if dev.next_seq >= 0 and seq > dev.next_seq:
+            missing = seq - dev.next_seq
+            dev.holes.append((dev.next_seq, seq))
+            self.counters.inc("samples_missing", self.cfg.name, by=missing)
+            if not dev.warned_missing:
+                dev.warned_missing = True
+                self.counters.inc("device_missing", self.cfg.name)
+                if self.log:
+                    self.log.warning("device %s: %d samples missing (seq %d..%d never arrived); further gaps are "
+                                     "counted in edge_samples_missing_total", device, missing, dev.next_seq, seq - 1)
+        dev.next_seq = max(dev.next_seq, seq + n)
+        return late
 
     def _queue(self, device: str, dev: Device, t, x, finite: bool = False) -> None:
         """Route a device's new in-order samples (non-finite ones included: they blank grid points).
@@ -292,7 +319,7 @@ class Pipeline:
         grids = {device: {"feed": dev.feed, "early": [[t.tolist(), x.tolist()] for t, x in dev.early],
                           "resampler": dev.resampler.to_dict() if dev.resampler else None,
                           "last_k": dev.last_k, "last_y": None if dev.last_y is None else dev.last_y.tolist(),
-                          "table_t": self._table_t(device)}
+                          "table_t": self._table_t(device), "next_seq": dev.next_seq}
                  for device, dev in self.devices.items()}
         side = grid_path(path)
         tmp = side.with_name(side.name + ".tmp")
@@ -346,7 +373,7 @@ class Pipeline:
                     self.log.error("%s: device %s's grid is newer than its state; it starts fresh", path, device)
                 continue
             dev = self.devices.setdefault(device, Device(last_wall=now))
-            dev.feed, dev.last_k = g["feed"], g["last_k"]
+            dev.feed, dev.last_k, dev.next_seq = g["feed"], g["last_k"], g.get("next_seq", -1)
             dev.early = [(np.array(t, np.float64), np.array(x, np.float32).reshape(len(t), -1)) for t, x in g["early"]]
             dev.last_y = None if g["last_y"] is None else np.array(g["last_y"], np.float32)
             if g["resampler"]:

@@ -47,7 +47,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.daemon.config import ConfigError, load_config, topic_filter
-from edge.daemon.metrics import Counter, Gauge, Histogram, Registry, serve
+from edge.daemon.metrics import Registry, serve
 from edge.daemon.payload import PayloadError, encode_frame, encode_outputs_json
 from edge.daemon.systemd import Notifier
 
@@ -87,37 +87,42 @@ class Metrics:
 
     def __init__(self):
         r = self.registry = Registry()
-        self.messages_in = r.add(Counter("edge_messages_in_total", "MQTT messages received", ["pipeline"]))
-        self.samples_in = r.add(Counter("edge_samples_in_total", "samples fed to the engine", ["pipeline"]))
-        self.samples_out = r.add(Counter("edge_samples_out_total", "outputs published", ["pipeline"]))
-        self.messages_dropped = r.add(Counter("edge_messages_dropped_total", "whole messages dropped, by reason",
-                                              ["pipeline", "reason"]))
-        self.samples_dropped = r.add(Counter("edge_samples_dropped_total", "samples dropped by the order rule",
-                                             ["pipeline", "reason"]))
-        self.not_fed = r.add(Counter("edge_samples_not_fed_total", "samples with NaN/Inf: kept out of the engine, "
-                                     "state held", ["pipeline"]))
-        self.gap_resets = r.add(Counter("edge_gap_resets_total", "state resets after a gap", ["pipeline"]))
-        self.evicted = r.add(Counter("edge_streams_evicted_total", "idle devices that gave up their slot",
-                                     ["pipeline"]))
-        self.rate_mismatch = r.add(Counter("edge_devices_rate_mismatch_total", "devices whose rate differs from "
-                                           "the bundle's by more than 0.5 % (not resampled)", ["pipeline"]))
-        self.streams = r.add(Gauge("edge_active_streams", "devices with a slot", ["pipeline"]))
-        self.queue_depth = r.add(Gauge("edge_queue_depth", "messages waiting for the worker"))
-        self.unacked = r.add(Gauge("edge_unacked_messages", "QoS 1 messages waiting for a checkpoint/publish"))
-        self.connected = r.add(Gauge("edge_mqtt_connected", "1 while connected to the broker"))
-        self.connects = r.add(Counter("edge_mqtt_connects_total", "successful connections (reconnects + 1)"))
-        self.publish_errors = r.add(Counter("edge_publish_errors_total", "outputs not queued, by paho's reason",
-                                            ["reason"]))
-        self.checkpoints = r.add(Counter("edge_checkpoints_total", "state checkpoints written"))
-        self.checkpoint_errors = r.add(Counter("edge_checkpoint_errors_total", "checkpoints that failed"))
-        self.checkpoint_age = r.add(Gauge("edge_checkpoint_age_seconds", "seconds since the last checkpoint"))
-        self.reloads = r.add(Counter("edge_reloads_total", "configuration reloads (SIGHUP), by result", ["result"]))
-        self.engine = r.add(Histogram("edge_engine_seconds", "engine time per block call",
-                                      [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1]))
-        self.latency = r.add(Histogram("edge_latency_seconds", "message arrival to its outputs published",
-                                       [5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]))
+        self.messages_in = r.counter("edge_messages_in_total", "MQTT messages received", ["pipeline"])
+        self.samples_in = r.counter("edge_samples_in_total", "samples fed to the engine", ["pipeline"])
+        self.samples_out = r.counter("edge_samples_out_total", "outputs published", ["pipeline"])
+        self.messages_dropped = r.counter("edge_messages_dropped_total", "whole messages dropped, by reason",
+                                          ["pipeline", "reason"])
+        self.samples_dropped = r.counter("edge_samples_dropped_total", "samples dropped by the order rule",
+                                         ["pipeline", "reason"])
+        self.not_fed = r.counter("edge_samples_not_fed_total", "samples with NaN/Inf: kept out of the engine, "
+                                 "state held", ["pipeline"])
+        self.gap_resets = r.counter("edge_gap_resets_total", "state resets after a gap", ["pipeline"])
+        self.evicted = r.counter("edge_streams_evicted_total", "idle devices that gave up their slot",
+                                 ["pipeline"])
+        self.samples_missing = r.counter("edge_samples_missing_total", "samples a device numbered (seq) that never "
+                                         "arrived: the gaps in its sequence", ["pipeline"])
+        self.devices_missing = r.counter("edge_devices_with_missing_samples_total", "devices with at least one gap "
+                                         "in their sequence (each warned about once)", ["pipeline"])
+        self.rate_mismatch = r.counter("edge_devices_rate_mismatch_total", "devices whose rate differs from "
+                                       "the bundle's by more than 0.5 % (not resampled)", ["pipeline"])
+        self.streams = r.gauge("edge_active_streams", "devices with a slot", ["pipeline"])
+        self.queue_depth = r.gauge("edge_queue_depth", "messages waiting for the worker")
+        self.unacked = r.gauge("edge_unacked_messages", "QoS 1 messages waiting for a checkpoint/publish")
+        self.connected = r.gauge("edge_mqtt_connected", "1 while connected to the broker")
+        self.connects = r.counter("edge_mqtt_connects_total", "successful connections (reconnects + 1)")
+        self.publish_errors = r.counter("edge_publish_errors_total", "outputs not queued, by paho's reason",
+                                        ["reason"])
+        self.checkpoints = r.counter("edge_checkpoints_total", "state checkpoints written")
+        self.checkpoint_errors = r.counter("edge_checkpoint_errors_total", "checkpoints that failed")
+        self.checkpoint_age = r.gauge("edge_checkpoint_age_seconds", "seconds since the last checkpoint")
+        self.reloads = r.counter("edge_reloads_total", "configuration reloads (SIGHUP), by result", ["result"])
+        self.engine = r.histogram("edge_engine_seconds", "engine time per block call",
+                                  [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1])
+        self.latency = r.histogram("edge_latency_seconds", "message arrival to its outputs published",
+                                   [5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5])
         self._events = {"not_fed_nonfinite": self.not_fed, "gap_resets": self.gap_resets,
-                        "evicted_idle": self.evicted, "rate_mismatch": self.rate_mismatch}
+                        "evicted_idle": self.evicted, "rate_mismatch": self.rate_mismatch,
+                        "samples_missing": self.samples_missing, "device_missing": self.devices_missing}
 
     def inc(self, event: str, pipeline: str, by: int = 1) -> None:
         """The pipeline's events (see pipeline.Pipeline) to their metric."""
@@ -128,11 +133,10 @@ class Metrics:
 
     def snapshot(self) -> dict:
         """Counters as a plain dict, for the stats message."""
-        with self.registry.lock:
-            return {m.name: {"/".join(k) or "all": v for k, v in m.values.items()}
-                    for m in (self.messages_in, self.samples_in, self.samples_out, self.messages_dropped,
-                              self.samples_dropped, self.not_fed, self.gap_resets, self.rate_mismatch, self.streams,
-                              self.queue_depth)}
+        return {m.name: {"/".join(k) or "all": v for k, v in m.values().items()}
+                for m in (self.messages_in, self.samples_in, self.samples_out, self.messages_dropped,
+                          self.samples_dropped, self.samples_missing, self.not_fed, self.gap_resets,
+                          self.rate_mismatch, self.streams, self.queue_depth)}
 
 
 class RateLimitedLog:
@@ -192,6 +196,7 @@ class Daemon:
         self.unacked = 0
         self.generation = self.published_generation = 0     # connections so far; the one we last published on
         self.subscribed = threading.Event()
+        self.connected = False
         self.stop_requested = self.reload_requested = False
         self.last_checkpoint = self.last_stats = time.monotonic()
         self.pipelines = {}
@@ -250,6 +255,7 @@ class Daemon:
             log.error("broker %s:%d refused the connection: %s", self.cfg.broker.host, self.cfg.broker.port, reason_code)
             return
         self.generation += 1
+        self.connected = True
         self.metrics.connected.set(value=1)
         self.metrics.connects.inc()
         log.info("connected to %s:%d (session present: %s)", self.cfg.broker.host, self.cfg.broker.port,
@@ -257,6 +263,7 @@ class Daemon:
         client.subscribe([(topic_filter(p.topic), SubscribeOptions(qos=p.qos)) for p in self.cfg.pipelines])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected = False
         self.metrics.connected.set(value=0)
         if not self.stop_requested:
             log.warning("disconnected from the broker (%s); reconnecting with backoff", reason_code)
@@ -467,7 +474,7 @@ class Daemon:
             if self.cfg.state.dir:
                 self._checkpoint()
             deadline = time.monotonic() + 2.0      # give paho a moment to deliver outputs and acks
-            while self.batches and time.monotonic() < deadline and self.metrics.connected.get() == 1:
+            while self.batches and time.monotonic() < deadline and self.connected:
                 self._acknowledge()
                 time.sleep(0.01)
             self.client.disconnect()
