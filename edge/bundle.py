@@ -1,7 +1,6 @@
 """Reading and validating bundles (docs/bundle.md). No torch, no exporter: `onnx` for the file,
 numpy for the weights."""
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,12 +147,3 @@ def write_metadata(model, meta: dict) -> None:
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=False)
 
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -253,7 +253,7 @@ def write_output(res: ReplayResult, path: Path) -> list:
 
     import numpy as np
 
-    from edge.bundle import atomic_write_bytes
+    from edge.io.atomic import atomic_write
     names, table = output_table(res)
     n_out = len(res.output_names)
     extra = len(names) - 2 - n_out         # the task's columns
@@ -271,7 +271,7 @@ def write_output(res: ReplayResult, path: Path) -> list:
         text = "\n".join(tmpl % (*r, h) for r, h in zip(rows, held.tolist())) + "\n"
         if not np.all(np.isfinite(table)):
             text = re.sub(r"(?<=: )-?(?:nan|inf)(?=[,}])", "null", text)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write(path, text)
     return names
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.io.atomic import atomic_write
 from edge.io.recordings import Recording, read_recording, write_recording_csv
 from edge.io.datasets import BROAD_TEST_TRIALS, broad_root, broad_trial_number
 
@@ -66,9 +67,7 @@ def _compact(path: Path) -> None:
             out.append(line)
             continue
         out.append(",".join("" if c == "nan" else f"{float(c):.{DIGITS}g}" for c in line.split(",")))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, "\n".join(out) + "\n")
 
 
 def main(argv=None) -> int:

@@ -10,10 +10,10 @@ import onnx
 import torch
 
 import edge
-from edge.bundle import SCHEMA, atomic_write_bytes, state_input, state_output, write_metadata
-
+from edge.bundle import SCHEMA, state_input, state_output, write_metadata
 from edge.export.lower import ExportError, lower
 from edge.export.program_torch import ProgramModule
+from edge.io.atomic import atomic_write
 
 
 def _channels(names, n, prefix):
@@ -130,5 +130,5 @@ def export_bundle(model, path, *, input_size: int, task: str = "sequence", name:
                               f"(limit {tolerance * scale:.3g}) over {parity['steps']} steps")
     meta["parity"] = parity
     write_metadata(proto, meta)
-    atomic_write_bytes(path, proto.SerializeToString())
+    atomic_write(path, proto.SerializeToString())
     return meta

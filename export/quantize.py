@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edge.bundle import atomic_write_bytes, read_bundle, write_metadata
+from edge.bundle import read_bundle, write_metadata
+from edge.io.atomic import atomic_write
 
 
 def quantize_bundle(src, dst, stream: np.ndarray, metric=None, metric_name: str | None = None,
@@ -42,7 +43,7 @@ def quantize_bundle(src, dst, stream: np.ndarray, metric=None, metric_name: str 
     meta["int8"] = {"method": "onnxruntime quantize_dynamic: int8 weights"
                               + (" per output channel" if per_channel else "") + ", activations per call"}
     write_metadata(proto, meta)
-    atomic_write_bytes(dst, proto.SerializeToString())
+    atomic_write(dst, proto.SerializeToString())
 
     reference = edge.load(src, engine="onnxruntime")
     quantized = edge.load(dst, engine="onnxruntime")
@@ -55,5 +56,5 @@ def quantize_bundle(src, dst, stream: np.ndarray, metric=None, metric_name: str 
              "bytes_fp32": Path(src).stat().st_size, "bytes_int8": Path(dst).stat().st_size}
     meta["int8"] = entry
     write_metadata(proto, meta)
-    atomic_write_bytes(dst, proto.SerializeToString())
+    atomic_write(dst, proto.SerializeToString())
     return entry

@@ -41,9 +41,10 @@ import numpy as np
 from edge.quaternion import quat_cumprod, quat_from_rotvec, quat_multiply, quat_normalize, quat_rotate
 from edge.io.recordings import STANDARD_GRAVITY, Recording
 
-__all__ = ["ImuErrors", "SmoothTrajectory", "random_trajectory", "synthetic_imu", "GRAVITY"]
+__all__ = ["ImuErrors", "SmoothTrajectory", "random_trajectory", "synthetic_imu", "BROAD_LOCAL_GRAVITY"]
 
-GRAVITY = 9.81                 # m/s², BROAD's value; a parameter of `synthetic_imu`
+# m/s², BROAD's value: a sensor's local gravity is data (the default of `synthetic_imu(gravity=...)`), not the unit g
+BROAD_LOCAL_GRAVITY = 9.81
 _DEG = math.pi / 180.0
 
 
@@ -256,7 +257,7 @@ def synthetic_imu(duration_s: float = 60.0, rate_hz: float = 2000.0 / 7.0, *, se
                   lin_intensity: float = 1.0, lin_bandwidth_hz: float = 1.0,
                   rests=0, rest_duration_s: tuple[float, float] = (1.0, 3.0), initial_rest_s: float = 0.0,
                   ramp_s: float = 0.25, initial="random", errors: ImuErrors | None = ImuErrors(),
-                  gravity: float = GRAVITY, internal_rate_hz: float = 600.0) -> Recording:
+                  gravity: float = BROAD_LOCAL_GRAVITY, internal_rate_hz: float = 600.0) -> Recording:
     """A synthetic IMU recording with its exact reference orientation.
 
     * ``rot_intensity``: RMS of the body rate while moving, rad/s; ``rot_bandwidth_hz`` its highest

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 FAULTS = ("jitter_s", "dropout", "nan", "saturation", "duplicate", "reorder", "garbage")
 GARBAGE_KINDS = ("random_bytes", "cut_json", "bad_frame_length", "no_timestamp", "wrong_channels")
-FULL_SCALE = (16 * 9.80665, 2000 * math.pi / 180)          # acc m/s², gyr rad/s (BROAD's myon aktos-t)
+FULL_SCALE_G, FULL_SCALE_DPS = 16, 2000                    # acc ±16 g, gyr ±2000 °/s (BROAD's myon aktos-t)
 
 
 @dataclass
@@ -102,6 +102,8 @@ def plan(devices: int = 20, rate_hz: float = 200.0, duration_s: float = 10.0, *,
     import numpy as np
 
     from edge.daemon.payload import JsonLayout, encode_frame
+    from edge.io.recordings import STANDARD_GRAVITY
+    full_scale = (FULL_SCALE_G * STANDARD_GRAVITY, math.radians(FULL_SCALE_DPS))   # m/s², rad/s
     channels = ["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"]
     layout = JsonLayout(channels)
 
@@ -144,7 +146,7 @@ def plan(devices: int = 20, rate_hz: float = 200.0, duration_s: float = 10.0, *,
                 kind = "nan"
             if rng.random() < faults.saturation:
                 ch = int(rng.integers(0, 6))
-                cx[:, ch] = np.sign(cx[:, ch] + 1e-9) * FULL_SCALE[ch // 3]
+                cx[:, ch] = np.sign(cx[:, ch] + 1e-9) * full_scale[ch // 3]
                 kind = "saturation"
             # late by the jitter, but never before the device's previous message (that would be a reorder)
             due = last_due = max(last_due, float(ct[-1] - t0) + rng.uniform(0.0, faults.jitter_s))

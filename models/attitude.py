@@ -17,12 +17,10 @@ import math
 import torch
 from torch import nn
 
+from edge.io.recordings import STANDARD_GRAVITY
 from edge.models.lmu import LMU
 from edge.models.recurrent import GRU, LSTM
 from edge.models.stack import unroll
-
-GRAVITY = 9.81
-
 
 def quat_mul(a, b):  # (..., 4) ⊗ (..., 4)
     aw, ax, ay, az = a.unbind(-1)
@@ -171,7 +169,7 @@ class LearnedAttitude(nn.Module):
                  **filter_config):
         super().__init__()
         self.filter = AttitudeFilter(rate_hz, **filter_config)
-        self.register_buffer("feature_scale", torch.tensor([1 / GRAVITY] * 3 + [1.0] * 6))
+        self.register_buffer("feature_scale", torch.tensor([1 / STANDARD_GRAVITY] * 3 + [1.0] * 6))
         self.net = CORRECTORS[corrector](hidden, rate_hz)
         self.correction = nn.Linear(hidden, 3)
         nn.init.zeros_(self.correction.weight)  # training starts from the filter alone

@@ -193,7 +193,8 @@ def export_onnx(lm: DialogueLM, path, meta: dict) -> None:
 
     import onnx
 
-    from edge.bundle import atomic_write_bytes, write_metadata
+    from edge.bundle import write_metadata
+    from edge.io.atomic import atomic_write
 
     lm = lm.eval()
     layers = lm.config["layers"]
@@ -214,4 +215,4 @@ def export_onnx(lm: DialogueLM, path, meta: dict) -> None:
     meta = {**meta, "parity": {"onnxruntime_vs_torch_max_abs_logit": parity(lm, buf.getvalue())}}
     write_metadata(proto, meta)
     onnx.checker.check_model(proto)
-    atomic_write_bytes(path, proto.SerializeToString())
+    atomic_write(path, proto.SerializeToString())

@@ -10,12 +10,13 @@ import itertools
 import math
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
+
+from edge.io.atomic import atomic_open
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -100,26 +101,9 @@ def set_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(path, obj) -> None:
-    """Write atomically: a temporary file in the same directory, flushed and fsynced, then renamed."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    """Write atomically (`edge.io.atomic`): a crash mid-save leaves the previous checkpoint."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path) -> dict:

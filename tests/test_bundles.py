@@ -15,6 +15,7 @@ import edge
 from edge.bundle import BundleError, read_bundle, write_metadata
 from edge.export.bundle_export import export_bundle
 from edge.export.lower import ExportError
+from edge.io.recordings import STANDARD_GRAVITY
 from edge.models import (GRU, LIF, LMU, LSTM, S4D, CausalConv1d, ChannelNorm, ClassifierHead, ForecastHead,
                          LMUFormer, Pointwise, QuaternionHead, RecurrentLMU, SpikingLMU, SpikingLMUFormer, Stack)
 from edge.runtime import InputError, Streams
@@ -54,7 +55,7 @@ def zoo():
 def imu_stream(T):
     """A real IMU recording (BROAD trial 01: acc in g, gyr in rad/s) as three streams at offsets."""
     d = np.load(BROAD / "01_undisturbed_slow_rotation_A.npz")
-    x = np.concatenate([d["acc"] / 9.81, d["gyr"]], 1).astype(np.float32)
+    x = np.concatenate([d["acc"] / STANDARD_GRAVITY, d["gyr"]], 1).astype(np.float32)
     return np.stack([x[o:o + T] for o in (0, 15_000, 30_000)], 1)  # (T, 3, 6)
 
 

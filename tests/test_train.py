@@ -89,7 +89,7 @@ def test_interrupted_run_resumes_to_bit_identical_weights(tmp_path):
     resumed, result = train(5, checkpoint=ckpt)  # a fresh process would build the model the same way
     assert_same_weights(resumed, reference)
     assert result == ref_result
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
 
 def test_resuming_from_weights_alone_would_not_be_exact(tmp_path):

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from edge.engine.state_table import StateFileError, StateTable
 from edge import tasks
 from edge.replay import RATE_TOLERANCE    # beyond 0.5 % the rates differ
 from edge.runtime import load
+from edge.io.atomic import atomic_open
 from edge.io.resample import StreamResampler
 from edge.daemon.payload import Decoder, PayloadError
 
@@ -322,12 +322,8 @@ class Pipeline:
                           "table_t": self._table_t(device), "next_seq": dev.next_seq}
                  for device, dev in self.devices.items()}
         side = grid_path(path)
-        tmp = side.with_name(side.name + ".tmp")
-        with open(tmp, "w") as f:
+        with atomic_open(side, "w") as f:
             json.dump(grids, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, side)
         self.table.save(path)
 
     def _table_t(self, device: str) -> float | None:

@@ -49,12 +49,13 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from edge.io.atomic import atomic_open
 
 __all__ = ["StateTable", "StateFileError", "FORMAT_VERSION"]
 
@@ -89,24 +90,9 @@ def _checksum(version: int, fingerprint: str, state_size: int, ids: np.ndarray,
     return h.hexdigest()
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened; nothing to sync
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on a directory; the rename is done
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_state_file(path: str | os.PathLike, fingerprint: str, state_size: int,
                       ids: list[str], rows: np.ndarray, last_seen: np.ndarray) -> None:
     """Atomically write a state file: temp in the same dir, flush, fsync, replace, fsync dir."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
     ids_arr = np.array(ids, dtype=np.str_)
     if ids_arr.ndim != 1:  # np.array([]) of str keeps ndim 1; guard anyway
         ids_arr = ids_arr.reshape(-1)
@@ -122,21 +108,8 @@ def _write_state_file(path: str | os.PathLike, fingerprint: str, state_size: int
         "checksum": np.array(_checksum(FORMAT_VERSION, fingerprint, state_size, ids_arr,
                                        rows, last_seen), dtype=np.str_),
     }
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)  # a file object: numpy does not append ".npz"
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **payload)  # a file object: numpy does not append ".npz"
 
 
 def _read_state_file(path: str | os.PathLike, fingerprint: str, state_size: int):

@@ -54,7 +54,6 @@ import gzip
 import io
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +61,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edge.io.atomic import atomic_write
 from edge.quaternion import quat_normalize, quat_slerp
 
 __all__ = [
@@ -762,7 +762,7 @@ def _check_units(path, x, valid, lines, acc_unit, gyr_unit):
         else:
             hint = "check the accelerometer unit (--acc-unit m/s^2 or g) and the column order"
         raise RecordingError(f"median |acc| over the file is {med:.3g} m/s² after reading it as {acc_unit} "
-                             f"(expected about 9.81, between {lo:g} and {hi:g}); {hint}", **_where(path, lines, k))
+                             f"(expected about {STANDARD_GRAVITY:.2f}, between {lo:g} and {hi:g}); {hint}", **_where(path, lines, k))
     gnorm = np.linalg.norm(x[valid, 3:6], axis=1)
     p99 = float(np.percentile(gnorm, 99))
     if p99 > GYR_P99_MAX:
@@ -836,7 +836,7 @@ def write_recording_csv(rec: Recording, path, *, comment: str | None = None,
 
     Columns: ``t``, the channels, then ``qw,qx,qy,qz`` and ``movement`` when present. ``comment``
     lines (e.g. an attribution) are written first, each prefixed with ``# ``. ``.csv.gz`` is
-    gzipped. The file is written to a temporary name and renamed, so a reader never sees half a file.
+    gzipped. The file is written atomically (`edge.io.atomic`): a reader never sees half a file.
     """
     path = Path(path)
     cols = [rec.t[:, None], rec.x.astype(np.float64)]
@@ -860,10 +860,4 @@ def write_recording_csv(rec: Recording, path, *, comment: str | None = None,
     data = buf.getvalue().encode("utf-8")
     if path.name.lower().endswith(".gz"):
         data = gzip.compress(data, mtime=0)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, data)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from edge.bundle import BUNDLE_DIR
+from edge.io.atomic import atomic_write
 
 from edge.models.training.dialogue_data import (GROCERY_ANSWER, GROCERY_QUESTION, grocery_episode, public_domain_sentences,
                             training_episode)
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     tok_path = out.with_name(out.stem + ".tokenizer.json")
-    tok.save(str(tok_path))
+    atomic_write(tok_path, tok.to_str(pretty=True))
     meta = {"schema": "edge.dialogue-lm/1", "task": "dialogue-lm", "tokenizer": tok_path.name, "bos": BOS,
             "cache_slots": args.slots, "layers": args.layers, "heads": args.heads,
             "head_dim": args.dim // args.heads, "vocab": tok.get_vocab_size(),

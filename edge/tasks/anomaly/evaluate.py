@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.io.atomic import atomic_write
 from edge.tasks.anomaly.inject import KINDS, Injected, inject_many
 
 # edge.tasks.anomaly.detector (numba) is imported where a detector runs: `edge --help` builds this parser
@@ -404,9 +405,9 @@ def run(args) -> int:
         plot_curves(res["curves"], out / "anomaly-threshold-curve.png")
         res["plot"] = "anomaly-threshold-curve.png"
     text = format_markdown(res)
-    (out / "anomaly-results.md").write_text(text, encoding="utf-8")
+    atomic_write(out / "anomaly-results.md", text)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1), encoding="utf-8")
+        atomic_write(args.json, json.dumps(res, indent=1))
     print(text)
     print(f"wrote {out / 'anomaly-results.md'}", file=sys.stderr)
     return 0

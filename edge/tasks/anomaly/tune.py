@@ -15,7 +15,8 @@ import sys
 import time
 from dataclasses import asdict, replace
 
-from edge.bundle import BUNDLE_DIR, atomic_write_bytes
+from edge.bundle import BUNDLE_DIR
+from edge.io.atomic import atomic_write
 from edge.tasks.anomaly.detector import DetectorConfig
 from edge.tasks.anomaly.evaluate import TARGETS, score_streams, streams
 
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     for target in args.targets:
         doc = tune(target, args.data if target == "imu" else None, not args.no_progress)
         path = f"{args.out}/{doc['name']}.json"
-        atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
+        atomic_write(path, json.dumps(doc, indent=1) + "\n")
         d = doc["dev"]
         print(f"{doc['name']}: {json.dumps(doc['detector'])}\n  dev F1 {d['f1']:.3f} (precision {d['precision']:.3f}, "
               f"recall {d['recall']:.3f}), clean {d['clean_false_per_hour']:.3g} false events/h -> {path}")

@@ -30,6 +30,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from edge.io.atomic import atomic_write
 from edge.tasks.attitude.metric import inclination_error_deg, inclination_rmse  # the one BROAD metric in edge
 from edge.tasks.attitude.peers import PeerNotInstalled, timed
 from edge.io.recordings import Recording, read_recording, resample
@@ -216,6 +217,5 @@ def run(args) -> int:
     print(f"wall {time.perf_counter() - start:.0f} s on {platform.machine()}, Python {platform.python_version()}; "
           "µs per sample: wall clock around each whole call, Python overhead included")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=float)
+        atomic_write(args.json, json.dumps(results, indent=2, default=float))
     return 0

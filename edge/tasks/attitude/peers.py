@@ -36,7 +36,8 @@ from typing import Callable
 
 import numpy as np
 
-G = 9.80665  # m/s² per g (imufusion wants g)
+from edge.io.recordings import STANDARD_GRAVITY
+
 
 Estimator = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 
@@ -116,7 +117,7 @@ def imufusion_estimate(acc, gyr, rate_hz):
                                              convention=imufusion.CONVENTION_ENU,
                                              **IMUFUSION_SETTINGS))
     gyr_deg = np.degrees(gyr)
-    acc_g = acc / G
+    acc_g = acc / STANDARD_GRAVITY  # imufusion wants g
     out = np.empty((len(acc), 4))
     update, get = ahrs.update_no_magnetometer, ahrs.get_quaternion
     for i in range(len(acc)):

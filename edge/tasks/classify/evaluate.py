@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundle import BUNDLE_DIR, BundleError, read_bundle
+from edge.io.atomic import atomic_write
 from edge.runtime import load
 from edge.tasks.classify.data import DatasetError, Recordings, load_basic_motions, load_watch
 
@@ -287,6 +288,6 @@ def run(args) -> int:
         panels["BasicMotions: test split"] = {r["model"]: r["curve"] for r in basic}
     plot_curves(panels, out / "har-early-decision.png")
     command = "edge eval har-watch" + ("" if args.bundles is None else " --bundles " + " ".join(map(str, args.bundles)))
-    (out / "har-results.md").write_text(report(watch, basic, "har-early-decision.png", command))
+    atomic_write(out / "har-results.md", report(watch, basic, "har-early-decision.png", command))
     print(f"wrote {out / 'har-results.md'} and {out / 'har-early-decision.png'}")
     return 0

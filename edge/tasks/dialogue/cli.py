@@ -221,8 +221,8 @@ def run_replay(args) -> int:
     summary = {"file": str(path), "dialogues": len(dialogues), "turns": len(rows), "bad_lines": bad,
                "wall_s": round(wall, 3), "per_dialogue": {k: v.stats for k, v in dialogues.items()}}
     if args.output:
-        from edge.bundle import atomic_write_bytes
-        atomic_write_bytes(args.output, "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8"))
+        from edge.io.atomic import atomic_write
+        atomic_write(args.output, "".join(json.dumps(r) + "\n" for r in rows))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -15,13 +15,12 @@ n valid slots with an all-ones `attention_mask`.
   eviction before each chunk; the chunks share the turn's number.
 - Text is tokenized by the model's tokenizer; ours is byte-level, so no character is unknown.
 """
-import io
 import math
 import time
 
 import numpy as np
 
-from edge.bundle import atomic_write_bytes
+from edge.io.atomic import atomic_open
 from edge.tasks.dialogue.decoder import Decoder, Shape, log_softmax
 
 FORMAT = "edge.dialogue-memory/1"
@@ -111,13 +110,13 @@ class Memory:
 
     def save(self, path, fingerprint: str, extra: dict | None = None) -> None:
         """Write atomically (temp file, fsync, rename): the slots in use and everything to resume."""
-        n, buf = self.n, io.BytesIO()
-        np.savez(buf, format=np.array(FORMAT), fingerprint=np.array(fingerprint), fed=np.array(self.fed),
-                 keys=self.keys[:, :, :, :n], values=self.values[:, :, :, :n],
-                 last_logp=self.last_logp if self.last_logp is not None else np.zeros(0),
-                 **{name: getattr(self, name)[:n] for name in self.PER_SLOT},
-                 **{f"extra.{k}": np.array(v) for k, v in (extra or {}).items()})
-        atomic_write_bytes(path, buf.getvalue())
+        n = self.n
+        with atomic_open(path, "wb") as f:
+            np.savez(f, format=np.array(FORMAT), fingerprint=np.array(fingerprint), fed=np.array(self.fed),
+                     keys=self.keys[:, :, :, :n], values=self.values[:, :, :, :n],
+                     last_logp=self.last_logp if self.last_logp is not None else np.zeros(0),
+                     **{name: getattr(self, name)[:n] for name in self.PER_SLOT},
+                     **{f"extra.{k}": np.array(v) for k, v in (extra or {}).items()})
 
     def restore(self, path, fingerprint: str) -> dict:
         """Load a saved memory into this one; returns the extra fields saved with it."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundle import BUNDLE_DIR
+from edge.io.atomic import atomic_write
 from edge.tasks.forecast.ett import HORIZONS, SETTINGS, future, load_ett, scores
 from edge.io.datasets import DATASETS
 from edge.tasks.forecast.baselines import fit_least_squares, fit_sparse_ar, gram, repeat_last
@@ -192,7 +193,7 @@ def run(args) -> int:
                   file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "forecast-results.md").write_text(markdown(results, time.perf_counter() - start))
+    atomic_write(out / "forecast-results.md", markdown(results, time.perf_counter() - start))
     plot(results, out / "forecast-results.png")
     print(f"wrote {out / 'forecast-results.md'} and {out / 'forecast-results.png'}")
     return 0
