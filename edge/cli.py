@@ -140,6 +140,7 @@ EVALUATIONS = {
     "har-watch": "edge.tasks.classify.evaluate",
     "anomaly": "edge.tasks.anomaly.evaluate",
     "ett-forecast": "edge.tasks.forecast.evaluate",
+    "nab": "edge.tasks.anomaly.nab",
 }
 
 
@@ -192,26 +193,31 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.replay import add_arguments as add_replay_arguments
     add_replay_arguments(r)
     r.set_defaults(func=cmd_replay)
-    e = sub.add_parser("eval", help="score a model beside the peer filters on real recordings",
-                       description="Inclination RMSE (BROAD metric; mean and worst trial) and µs per sample of our "
-                                   "bundle beside VQF, BasicVQF, Madgwick, EKF, imufusion and RIANN, computed in the same "
-                                   "run on the same samples of the BROAD test split.",
+    e = sub.add_parser("eval", help="score a model beside its baselines or peers on real data",
+                       description="Score a model on real data beside its baselines or peers, computed in the same run: "
+                                   "imu-attitude (BROAD inclination error), har-watch (activity classification), anomaly "
+                                   "(events on ETT, BROAD, KDD-TSAD), ett-forecast (ETT test splits) or nab (the Numenta "
+                                   "Anomaly Benchmark). `edge eval TASK --help` lists a task's options.",
                        epilog="examples:\n  edge eval imu-attitude\n  edge eval imu-attitude --rate 50 --peers VQF\n"
                               "  edge eval har-watch                                   # shipped bundles -> docs/\n"
                               "  edge eval har-watch --bundles runs/har/*.onnx --out runs/har\n"
                               "  edge eval anomaly                 # injected + labelled anomalies -> docs/anomaly-results.md\n"
                               "  edge eval anomaly --sets ett kdd --seeds 3 --out /tmp/anomaly\n"
                               "  edge eval ett-forecast            # 4 ETT sets x 2 settings -> docs/forecast-results.md\n"
-                              "  edge eval ett-forecast --forecast-bundles /tmp/ett --out /tmp/ett   # freshly trained\n",
+                              "  edge eval ett-forecast --forecast-bundles /tmp/ett --out /tmp/ett   # freshly trained\n"
+                              "  edge eval nab --json              # NAB standard / low-FP / low-FN scores of the detector\n"
+                              "  edge eval nab --results-dir runs/nab   # per-row scores in NAB's results layout\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("task", choices=list(EVALUATIONS),
-                   help="what to evaluate: imu-attitude (BROAD inclination error), har-watch (activity "
-                        "classification, leave subjects out, early decision; writes docs/har-results.md) or anomaly "
-                        "(events on ETT, BROAD and KDD-TSAD; writes docs/anomaly-results.md) or ett-forecast (the "
-                        "forecasting bundles on the 4 ETT test splits beside baselines; writes docs/forecast-results.md)")
     import importlib
-    for module in EVALUATIONS.values():      # one parser: each task adds its own options
-        importlib.import_module(module).add_arguments(e)
+    tasks = e.add_subparsers(dest="task", metavar="TASK", required=True)
+    modules = {task: importlib.import_module(module) for task, module in EVALUATIONS.items()}
+    shared = [m for m in modules.values() if not getattr(m, "OWN_OPTIONS", False)]
+    for task, module in modules.items():
+        # the older evaluations share one set of options; a module with OWN_OPTIONS has only its own
+        t = tasks.add_parser(task, help=(module.__doc__ or "").strip().splitlines()[0],
+                             description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        for m in [module] if getattr(module, "OWN_OPTIONS", False) else shared:
+            m.add_arguments(t)
     e.set_defaults(func=cmd_eval)
     t = sub.add_parser("train", help="train a shipped model from its data (needs torch)",
                        description="Train one of the shipped models; `edge train imu-attitude --help` lists its options.")
