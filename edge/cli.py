@@ -156,6 +156,7 @@ TRAINERS = {
     "har-watch": "edge.models.training.har",
     "anomaly": "edge.tasks.anomaly.tune",
     "ett-forecast": "edge.models.training.forecast",
+    "forecast": "edge.models.training.series_forecast",
 }
 
 
