@@ -22,10 +22,15 @@ What it does, in order:
 
 Imperfect recordings, by the rules of `edge.io.recordings` (the "documented rule"):
 
-* A sample with NaN/Inf in a channel the bundle reads is **not fed**. A run of such samples no
+* A sample with NaN/Inf in a channel the bundle reads, or a value outside the channel's valid range
+  (`edge.validate.InputContract`: the bundle's ``inputs[].range`` or the default by unit, e.g.
+  |gyr| ≤ 40 rad/s), is **not fed**; out-of-range ones are counted (``out_of_range``) and the first is
+  named once on stderr. A run of such samples no
   longer than the gap threshold (``--gap-s``; 0.5 s or 5 sample periods) is skipped and the **state is held** across it.
 * A **gap** (no fed sample for longer than ``--gap-s``: a long NaN run and/or a jump in ``t``)
   **resets the state** to the bundle's initial state at the first fed sample after it.
+* The state guard (`edge.runtime.Model`): a state that turns NaN/Inf is reset to the initial state at
+  that sample, counted (``state_resets_nonfinite``) and named on stderr.
 * Every input sample gets an output row. Rows of samples that were not fed repeat the last output
   (NaN before the first one) and have ``held = 1``.
 
@@ -131,6 +136,9 @@ class ReplayResult:
     warmup_s: float
     chunks: int
     stats: dict = field(default_factory=dict)
+    rejected: dict = field(default_factory=dict)        # reason -> input samples not fed (edge.validate.REASONS)
+    notes: list = field(default_factory=list)           # one line per kind of rejected sample / state reset
+    state_resets: int = 0                               # resets by the state guard (NaN/Inf state)
 
 
 def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str | None = None) -> ReplayResult:
@@ -150,6 +158,7 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     n = len(rec)
     start = time.perf_counter()
     x_in = select_inputs(rec, meta, label)
+    rec, x_in, rejected, notes = _screen(rec, x_in, model, meta)
     fed_in = np.all(np.isfinite(x_in), axis=1)
     gap_s = float(rec.meta.get("gap_s") or default_gap_s(rec.rate_hz))
 
@@ -190,6 +199,7 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     state = model.init_state(1)
     engine = 0.0
     calls = 0
+    resets, guard_resets = [], 0
     try:
         for k in range(len(bounds) - 1):
             a, b = bounds[k], bounds[k + 1]
@@ -199,8 +209,13 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
                 d = min(c + chunk, b)
                 xb = X[c:d].reshape(d - c, 1, C)
                 t0 = time.perf_counter()
-                yb = model.block(xb, state)
+                yb = model.block(xb, state, resets)
                 engine += time.perf_counter() - t0
+                for r in resets:            # the guard reset the state at that sample: say where
+                    k = int(fed_idx[c + r.sample])
+                    notes.append(f"{rec.source}: " + r.describe("0", f"{k} (t={t_m[k]:.6f} s)"))
+                guard_resets += len(resets)
+                resets.clear()
                 Y[c:d] = yb[:, 0, :]
                 calls += 1
                 if bar is not None:
@@ -229,7 +244,30 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     return ReplayResult(t=rec.t, y=y, held=held, output_names=[str(o["name"]) for o in meta["outputs"]],
                         meta=meta, fed=F, model_samples=m, resets=len(reset_at),
                         gaps=gaps, resampled_to_hz=resampled_to, engine_s=engine, stream_s=stream_s,
-                        warmup_s=warmup, chunks=calls)
+                        warmup_s=warmup, chunks=calls, rejected=rejected, notes=notes, state_resets=guard_resets)
+
+
+def _screen(rec, x_in, model, meta):
+    """The input contract (`edge.validate`): samples with a value outside its channel's valid range are
+    blanked (NaN) in the inputs and in the recording (so resampling and the gap rule treat them as
+    missing). Returns (rec, x_in, counts by reason, [one line naming the first out-of-range sample])."""
+    import dataclasses
+
+    import numpy as np
+    screened = model.contract.screen(x_in, lambda idx: f"sample {int(idx[0])} (t={rec.t[idx[0]]:.6f} s)")
+    notes = []
+    if screened.counts["out_of_range"]:
+        bad = ~screened.fed
+        x_in = x_in.copy()
+        x_in[bad] = np.nan
+        cols = [rec.channels.index(c) for c in rec.channels
+                if c.lower() in {str(i["name"]).lower() for i in meta["inputs"]}]
+        x = rec.x.copy()
+        x[np.ix_(np.flatnonzero(bad), cols)] = np.nan
+        rec = dataclasses.replace(rec, x=x)
+        notes.append(f"{rec.source}: {screened.first['out_of_range']}; {screened.counts['out_of_range']} sample(s) "
+                     f"out of range are not fed, the state is held (out_of_range)")
+    return rec, x_in, screened.counts, notes
 
 
 def output_table(res: ReplayResult):
@@ -329,6 +367,13 @@ def plot(rec, res: ReplayResult, path: Path, title: str) -> None:
 
 # ------------------------------------------------------------------------------------- command
 
+def _warn(lines) -> None:
+    for w in lines[:MAX_WARNINGS_SHOWN]:
+        print(f"edge replay: warning: {w}", file=sys.stderr)
+    if len(lines) > MAX_WARNINGS_SHOWN:
+        print(f"edge replay: ... and {len(lines) - MAX_WARNINGS_SHOWN} more warnings", file=sys.stderr)
+
+
 def _fmt_s(s: float) -> str:
     return f"{s * 1e3:.0f} ms" if s < 1 else f"{s:.2f} s"
 
@@ -375,10 +420,7 @@ def run(args) -> int:
         rec = read_recording(args.input, acc_unit=args.acc_unit, gyr_unit=args.gyr_unit, rate_hz=args.rate_hz,
                              gap_s=args.gap_s, channels=[str(c["name"]) for c in meta["inputs"]])
     read_s = time.perf_counter() - t0
-    for w in rec.warnings[:MAX_WARNINGS_SHOWN]:
-        print(f"edge replay: warning: {w}", file=sys.stderr)
-    if len(rec.warnings) > MAX_WARNINGS_SHOWN:
-        print(f"edge replay: ... and {len(rec.warnings) - MAX_WARNINGS_SHOWN} more warnings", file=sys.stderr)
+    _warn(rec.warnings)
 
     progress = None
     if not args.no_progress:            # shown when stderr is a terminal (tqdm's disable=None)
@@ -388,6 +430,7 @@ def run(args) -> int:
             return tqdm(total=total, unit="sample", unit_scale=True, file=sys.stderr, desc="replay",
                         leave=False, disable=None, dynamic_ncols=True)
     res = replay(rec, model, chunk=args.chunk, progress=progress, label=label)
+    _warn(res.notes)
 
     task_metric = view.metric(rec, res, meta) if view else None
     marked = overlay.metric(rec, res, meta, args) if overlay else None
@@ -437,7 +480,10 @@ def run(args) -> int:
         "resets": res.resets,
         "held_samples": held_n,
         "fed_samples": res.fed,
-        "warnings": list(rec.warnings),
+        "not_finite": res.rejected.get("not_finite", 0),
+        "out_of_range": res.rejected.get("out_of_range", 0),
+        "state_resets_nonfinite": res.state_resets,
+        "warnings": [*rec.warnings, *res.notes],
         "chunk": args.chunk,
         "engine_calls": res.chunks,
         "wall_s": total_s,
@@ -490,6 +536,9 @@ def _text_summary(s: dict, rec, view=None) -> str:
                      f"{s['held_samples']:,} sample(s) not fed (rows repeat the last output, held=1)")
     else:
         lines.append("gaps        none; every sample fed")
+    if s["out_of_range"] or s["state_resets_nonfinite"]:
+        lines.append(f"rejected    {s['out_of_range']:,} sample(s) outside their channel's valid range (out_of_range: "
+                     f"not fed, state held); state reset {s['state_resets_nonfinite']} time(s) after turning NaN/Inf")
     lines.append(f"replay      {_fmt_s(s['replay_s'])} wall for the stream "
                  f"(total {_fmt_s(s['wall_s'])}: read {_fmt_s(s['read_s'])}, load {_fmt_s(s['load_s'])}"
                  + (f", write {_fmt_s(s['write_s'])}" if s["output"] else "")

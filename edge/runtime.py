@@ -2,12 +2,16 @@
 every op, else on onnxruntime; and `Streams`, the same model over named streams with their state
 kept in a `StateTable`.
 
-Inputs are validated at this boundary: a wrong channel count, NaN or Inf, or an unknown stream id
-is refused with an `InputError` that says what and where; the state is left untouched.
+Inputs are validated at this boundary: a wrong channel count, NaN or Inf, a value outside the
+channel's valid range (`edge.validate.InputContract`), or an unknown stream id is refused with an
+`InputError` that says what and where; the state is left untouched. After each call the state is
+checked (one reduction): a stream whose state went non-finite is reset to the initial state, its
+outputs from that sample on are recomputed from it, and the call reports a `StateReset`.
 """
 import numpy as np
 
 from edge.bundle import Bundle, BundleError, read_bundle
+from edge.validate import InputContract, StateReset, nonfinite_rows, state_is_finite
 
 ENGINES = ("auto", "numba", "onnxruntime")
 
@@ -28,6 +32,8 @@ class Model:
         norm = self.meta.get("normalisation") or {}
         self._mean = np.asarray(norm["mean"], np.float32) if "mean" in norm else None
         self._std = np.asarray(norm["std"], np.float32) if "std" in norm else None
+        self.contract = InputContract(self.meta)      # valid range per input channel
+        self.state_resets = 0                         # streams reset by the state guard, all calls
 
     def __repr__(self):
         return f"<edge.Model {self.meta.get('name') or self.bundle.path} on {self.engine}>"
@@ -48,19 +54,49 @@ class Model:
         if bad is not None and bad.any():
             where = np.argwhere(bad)[0]
             pos = ", ".join(f"{n} {i}" for n, i in zip(axis_names, where[:-1]))
-            raise InputError(f"non-finite input ({x[tuple(where)]}) at {pos}, channel "
+            raise InputError(f"non-finite input ({float(x[tuple(where)])}) at {pos}, channel "
                              f"{self.meta['inputs'][where[-1]]['name']}; {int(bad.sum())} such values in the call")
+        if not self.contract.all_fed(x):
+            rejected = self.contract.screen(x, lambda idx: ", ".join(f"{n} {i}" for n, i in zip(axis_names, idx)))
+            raise InputError(f"out_of_range input at {rejected.first['out_of_range']}; "
+                             f"{rejected.counts['out_of_range']} such sample(s) in the call")
         if self._mean is not None:
             x = (x - self._mean) / self._std
         return np.ascontiguousarray(x)
 
-    def step(self, x, state) -> np.ndarray:
-        """x [streams, C] -> y [streams, O] (a buffer reused by the next call: copy to keep)."""
-        return self.executor.step(self._check(x, state, ("stream", "channel")), state)
+    def step(self, x, state, resets: list | None = None) -> np.ndarray:
+        """x [streams, C] -> y [streams, O] (a buffer reused by the next call: copy to keep).
+        ``resets``: a list to which the state guard appends a `StateReset` per stream it reset."""
+        x = self._check(x, state, ("stream", "channel"))
+        y = self.executor.step(x, state)
+        if state_is_finite(state):
+            return y
+        return self._guard(x[None], state, y[None].copy(), resets)[0]
 
-    def block(self, x, state) -> np.ndarray:
-        """x [T, streams, C] -> y [T, streams, O] in one call."""
-        return self.executor.block(self._check(x, state, ("sample", "stream", "channel")), state)
+    def block(self, x, state, resets: list | None = None) -> np.ndarray:
+        """x [T, streams, C] -> y [T, streams, O] in one call (``resets`` as in `step`)."""
+        x = self._check(x, state, ("sample", "stream", "channel"))
+        y = self.executor.block(x, state)
+        if state_is_finite(state):
+            return y
+        return self._guard(x, state, y.copy(), resets)
+
+    def _guard(self, x, state, y, resets):
+        """Streams whose state went non-finite: reset to the initial state at the first sample whose
+        output was non-finite, and their outputs from there recomputed (x already normalised)."""
+        for r in nonfinite_rows(state):
+            bad = np.flatnonzero(~np.isfinite(y[:, r]).all(axis=-1))
+            k = int(bad[0]) if len(bad) else len(x) - 1
+            row = self.init_state(1)
+            if len(bad):
+                y[k:, r] = self.executor.block(np.ascontiguousarray(x[k:, r:r + 1]), row)[:, 0]
+                if not state_is_finite(row):      # the inputs themselves drive it non-finite: start again
+                    row = self.init_state(1)
+            state[r] = row[0]
+            self.state_resets += 1
+            if resets is not None:
+                resets.append(StateReset(stream=int(r), sample=k))
+        return y
 
 
 def load(bundle_or_name, engine: str = "auto", threads: int = 1) -> Model:

@@ -304,7 +304,7 @@ def make_saved_table(tmp_path, fingerprint="spec-abc"):
     t.slots(["imu/1"], now=12.5)
     for sid in ids:
         fill(t, sid, rng.standard_normal(S).astype(np.float32))
-    fill(t, "b", np.array([np.nan, -0.0, np.inf, 1e-40, 0.0], np.float32))
+    fill(t, "b", np.array([np.finfo(np.float32).max, -0.0, -np.finfo(np.float32).max, 1e-40, 0.0], np.float32))
     path = tmp_path / "state.npz"
     t.save(path)
     return t, path
@@ -480,3 +480,28 @@ def test_engine_module_does_not_import_torch():
     code = ("import sys, edge.engine.state_table; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_non_finite_state_is_never_written_nor_resumed(tmp_path):
+    """A NaN/Inf row is refused by save (the file is not replaced) and by restore, even in a file whose
+    checksum is right (written by hand here, as an older runtime could have)."""
+    from edge.engine import state_table as st
+    t, path = make_saved_table(tmp_path)
+    before = path.read_bytes()
+    fill(t, "a", np.array([0.0, np.nan, 0.0, 0.0, 0.0], np.float32))
+    with pytest.raises(StateFileError, match="stream 'a' holds a non-finite state"):
+        t.save(path)
+    assert path.read_bytes() == before
+    ids = np.array(["x", "y"], dtype=np.str_)
+    rows = np.zeros((2, S), np.float32)
+    rows[1, 2] = np.inf
+    last = np.full(2, np.nan)
+    bad = tmp_path / "old.npz"
+    np.savez(bad, format_version=np.array(st.FORMAT_VERSION), fingerprint=np.array("spec-abc"),
+             state_size=np.array(S), ids=ids, rows=rows, last_seen=last,
+             checksum=np.array(st._checksum(st.FORMAT_VERSION, "spec-abc", S, ids, rows, last)))
+    u = StateTable(init_row(), capacity=16, fingerprint="spec-abc")
+    u.slots(["kept"])
+    with pytest.raises(StateFileError, match="stream 'y' holds a non-finite state .*refused"):
+        u.restore(bad)
+    assert u.ids() == ["kept"]

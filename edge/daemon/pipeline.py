@@ -10,7 +10,13 @@ Rules applied to each device's samples (the same as `edge.io.recordings` / `edge
 * A message may number its samples (``seq``, see `edge.daemon.payload`): numbers skipped when a later
   one arrives are counted as ``samples_missing`` (the device's first gap is logged); a message that
   arrives into such a skipped range is late (``out_of_order``), not a ``duplicate``.
-* A sample with NaN/Inf in any channel is **not fed** (no output); the state is held across it.
+* A sample with NaN/Inf in any channel, or a value outside the channel's valid range
+  (`edge.validate.InputContract`: the bundle's ``inputs[].range``, or the default by unit), is **not
+  fed** (no output); the state is held across it. Counted as ``not_fed_nonfinite`` / ``out_of_range``;
+  a device's first out-of-range sample is logged once.
+* The state guard of `edge.runtime.Model`: a device whose state turns non-finite in an engine call is
+  reset to the initial state (before it is stored, so it is never checkpointed), counted as
+  ``state_reset_nonfinite`` and logged with the device and the sample's time.
 * A gap — no fed sample for longer than ``gap_s`` — resets the state to the bundle's initial state
   at the first fed sample after it.
 * Every fed sample yields exactly one output, in order.
@@ -72,6 +78,7 @@ class Device:
     next_seq: int = -1            # the number (seq) the device's next sample should carry; -1 = not known yet
     holes: deque = field(default_factory=lambda: deque(maxlen=RECENT_MESSAGES))   # recent skipped seq ranges
     warned_missing: bool = False  # its first gap is logged, later ones only counted
+    range_reported: bool = False  # its first out-of-range sample has been logged
 
 
 class Pipeline:
@@ -84,6 +91,7 @@ class Pipeline:
         self.view = tasks.view(meta)        # the task's hooks (a causal carry of outputs off the model grid)
         self.channels = [c["name"] for c in meta["inputs"]]
         self.rate_hz = meta.get("sample_rate_hz")
+        self.contract = self.model.contract        # the valid range of each channel
         self.decode = Decoder(cfg.format, self.channels, limits.max_samples_per_message, limits.max_payload_bytes)
         self.fingerprint = repr([(s["name"], s["shape"]) for s in meta["state"]])   # as edge.runtime.Streams
         self.table = StateTable(self.model.init_state(1)[0], capacity=cfg.max_streams, fingerprint=self.fingerprint)
@@ -136,9 +144,8 @@ class Pipeline:
                                f"(pipeline[{self.cfg.name}].max_streams), none idle for {self.idle_evict_s:g} s")
         late = seq is not None and self._sequence(device, dev, seq, len(t))
         span = (float(t[0]), float(t[-1]))
-        if span[0] > dev.last_t and (len(t) == 1 or (t[1:] > t[:-1]).all()) and math.isfinite(x.sum()):
-            # the common case, in three reductions: every sample new, in order and finite (a sum is NaN/Inf
-            # if any value is, or if finite values overflow: then the careful path below decides)
+        if span[0] > dev.last_t and (len(t) == 1 or (t[1:] > t[:-1]).all()) and self.contract.all_fed(x):
+            # the common case, in a few reductions: every sample new, in order, finite and in range
             dev.recent.append(span)
             dev.last_t = span[1]
             self._queue(device, dev, t, x, finite=True)
@@ -153,10 +160,20 @@ class Pipeline:
             self.counters.inc(reason, self.cfg.name, by=int((~new).sum()))
         dev.recent.append(span)
         dev.last_t = max(dev.last_t, float(t[-1]), float(prev[-1]))
-        fed = new & np.isfinite(x).all(axis=1)
-        held = int(new.sum() - fed.sum())
-        if held:
-            self.counters.inc("not_fed_nonfinite", self.cfg.name, by=held)
+        t_new = t[new]
+        screened = self.contract.screen(x[new], lambda idx: f"t={t_new[idx[0]]:.6f}")
+        fed = new.copy()
+        fed[new] = screened.fed
+        if screened.counts["not_finite"]:
+            self.counters.inc("not_fed_nonfinite", self.cfg.name, by=screened.counts["not_finite"])
+        if screened.counts["out_of_range"]:
+            self.counters.inc("out_of_range", self.cfg.name, by=screened.counts["out_of_range"])
+            x = np.where((fed | ~new)[:, None], x, np.float32(np.nan))    # from here on like a non-finite sample
+            if self.log and not dev.range_reported:
+                dev.range_reported = True
+                self.log.warning("device %s: %s; not fed, state held (out_of_range, %d in this message; reported "
+                                 "once per device)", device, screened.first["out_of_range"],
+                                 screened.counts["out_of_range"])
         if new.any():
             self._queue(device, dev, t[new], x[new])
         return int(fed.sum())
@@ -302,9 +319,15 @@ class Pipeline:
             x = np.stack([segs[i][1][done:done + T] for i in active], axis=1)       # [T, devices, C]
             state = self.table.gather(slots[active])
             t0 = time.perf_counter()
-            y = self.model.block(x, state)                                            # [T, devices, O]
+            resets = []
+            y = self.model.block(x, state, resets)                                    # [T, devices, O]
             if engine_hist is not None:
                 engine_hist(time.perf_counter() - t0)
+            for r in resets:                # the guard reset them before they are stored: never checkpointed
+                i = active[r.stream]
+                self.counters.inc("state_reset_nonfinite", self.cfg.name)
+                if self.log:
+                    self.log.error("device %s: %s", ids[i], r.describe(ids[i], f"t={segs[i][0][done + r.sample]:.6f}"))
             self.table.scatter(slots[active], state)
             for j, i in enumerate(active):
                 outputs[ids[i]].append((segs[i][0][done:done + T], y[:, j].copy()))

@@ -50,6 +50,7 @@ from edge.daemon.config import ConfigError, load_config, topic_filter
 from edge.daemon.metrics import Registry, serve
 from edge.daemon.payload import PayloadError, encode_frame, encode_outputs_json
 from edge.daemon.systemd import Notifier
+from edge.engine.state_table import StateFileError
 
 log = logging.getLogger("edge.daemon")
 
@@ -97,6 +98,10 @@ class Metrics:
         self.not_fed = r.counter("edge_samples_not_fed_total", "samples with NaN/Inf: kept out of the engine, "
                                  "state held", ["pipeline"])
         self.gap_resets = r.counter("edge_gap_resets_total", "state resets after a gap", ["pipeline"])
+        self.out_of_range = r.counter("edge_samples_out_of_range_total", "samples outside a channel's valid range: "
+                                      "kept out of the engine, state held", ["pipeline"])
+        self.state_resets = r.counter("edge_state_resets_nonfinite_total", "devices whose state turned NaN/Inf: "
+                                      "reset to the initial state, never checkpointed", ["pipeline"])
         self.evicted = r.counter("edge_streams_evicted_total", "idle devices that gave up their slot",
                                  ["pipeline"])
         self.samples_missing = r.counter("edge_samples_missing_total", "samples a device numbered (seq) that never "
@@ -121,6 +126,7 @@ class Metrics:
         self.latency = r.histogram("edge_latency_seconds", "message arrival to its outputs published",
                                    [5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5])
         self._events = {"not_fed_nonfinite": self.not_fed, "gap_resets": self.gap_resets,
+                        "out_of_range": self.out_of_range, "state_reset_nonfinite": self.state_resets,
                         "evicted_idle": self.evicted, "rate_mismatch": self.rate_mismatch,
                         "samples_missing": self.samples_missing, "device_missing": self.devices_missing}
 
@@ -135,7 +141,8 @@ class Metrics:
         """Counters as a plain dict, for the stats message."""
         return {m.name: {"/".join(k) or "all": v for k, v in m.values().items()}
                 for m in (self.messages_in, self.samples_in, self.samples_out, self.messages_dropped,
-                          self.samples_dropped, self.samples_missing, self.not_fed, self.gap_resets,
+                          self.samples_dropped, self.samples_missing, self.not_fed, self.out_of_range,
+                          self.state_resets, self.gap_resets,
                           self.rate_mismatch, self.streams, self.queue_depth)}
 
 
@@ -351,7 +358,7 @@ class Daemon:
         try:
             for name, p in self.pipelines.items():
                 p.save(self._state_path(name))
-        except OSError as e:
+        except (OSError, StateFileError) as e:          # StateFileError: a non-finite state is never written
             self.metrics.checkpoint_errors.inc()
             log.error("checkpoint to %s failed: %s; messages stay unacknowledged", self.cfg.state.dir, e)
             return

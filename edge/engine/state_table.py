@@ -98,6 +98,7 @@ def _write_state_file(path: str | os.PathLike, fingerprint: str, state_size: int
         ids_arr = ids_arr.reshape(-1)
     rows = np.ascontiguousarray(rows, dtype=np.float32).reshape(len(ids), state_size)
     last_seen = np.ascontiguousarray(last_seen, dtype=np.float64).reshape(len(ids))
+    _refuse_nonfinite(path, ids, rows, "not written")
     payload = {
         "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
         "fingerprint": np.array(fingerprint, dtype=np.str_),
@@ -159,7 +160,16 @@ def _read_state_file(path: str | os.PathLike, fingerprint: str, state_size: int)
     id_list = [str(s) for s in ids.tolist()]
     if len(set(id_list)) != n:
         raise StateFileError(path, "corrupt: duplicate stream ids")
+    _refuse_nonfinite(path, id_list, rows, "refused")
     return id_list, rows, last_seen
+
+
+def _refuse_nonfinite(path, ids, rows: np.ndarray, what: str) -> None:
+    """A NaN/Inf state is never checkpointed nor resumed (the runtime's state guard resets it first)."""
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if bad.size:
+        raise StateFileError(path, f"stream {ids[int(bad[0])]!r} holds a non-finite state (NaN/Inf; {bad.size} of "
+                                   f"{len(ids)} streams): {what}")
 
 
 # --------------------------------------------------------------------------- the table

@@ -66,18 +66,23 @@ def metric(rec, res, meta) -> dict | None:
     if q is None or rec.reference is None:
         return None
     mask = np.ones(len(rec), bool) if rec.scored is None else rec.scored.copy()
-    mask &= np.all(np.isfinite(q), axis=1)            # only rows before the first output lack an estimate
-    counted = int((mask & np.all(np.isfinite(rec.reference), axis=1)).sum())
-    rmse = inclination_rmse(q, rec.reference, mask)
-    return {"inclination_rmse_deg": None if math.isnan(rmse) else rmse, "scored_samples": counted,
-            "mask": "movement" if rec.scored is not None else "all samples"}
+    mask &= np.all(np.isfinite(rec.reference), axis=1)
+    estimated = np.all(np.isfinite(q), axis=1)
+    first = int(np.argmax(estimated)) if estimated.any() else len(q)
+    mask[:first] = False                               # rows before the first output have no estimate yet
+    # a NaN/Inf estimate after that is a failure: the run is not scored, so it cannot look better than a clean one
+    nonfinite = int((mask & ~estimated).sum())
+    rmse = math.nan if nonfinite else inclination_rmse(q, rec.reference, mask)
+    return {"inclination_rmse_deg": None if math.isnan(rmse) else rmse, "scored_samples": int(mask.sum()),
+            "nonfinite_outputs": nonfinite, "mask": "movement" if rec.scored is not None else "all samples"}
 
 
 def summary_fields(m: dict | None) -> dict:
     """The summary's top-level attitude keys (their names are part of `edge replay --json`)."""
     if not m:
-        return {"inclination_rmse_deg": None, "scored_samples": None, "metric": None}
+        return {"inclination_rmse_deg": None, "scored_samples": None, "nonfinite_outputs": None, "metric": None}
     return {"inclination_rmse_deg": m["inclination_rmse_deg"], "scored_samples": m["scored_samples"],
+            "nonfinite_outputs": m["nonfinite_outputs"],
             "metric": "BROAD inclination RMSE in degrees over the "
                       + ("scored (movement) samples" if m["mask"] == "movement" else "samples") + " with a reference"}
 
@@ -86,6 +91,9 @@ def summary_lines(m: dict | None) -> list[str]:
     if not m:
         return []
     v = m["inclination_rmse_deg"]
+    if m["nonfinite_outputs"]:
+        return [f"inclination RMSE refused: {m['nonfinite_outputs']:,} of {m['scored_samples']:,} scored outputs are "
+                "NaN/Inf (a run with failed estimates is not scored)"]
     return ["inclination " + (f"RMSE {v:.3f}°" if v is not None else "RMSE n/a")
             + f" over {m['scored_samples']:,} {'scored ' if m['mask'] == 'movement' else ''}samples "
               "with a reference (BROAD metric)"]

@@ -1,0 +1,206 @@
+"""One bad sample must never poison a stream (issue 18): the input contract (a valid range per
+channel), the state guard, scores that cannot hide NaN. Replay and the daemon's pipeline are run for
+real; the expected outputs are the engine run by hand on the same samples without the bad one."""
+import contextlib
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edge
+from edge.cli import main
+from edge.daemon.payload import encode_frame
+from edge.engine.state_table import StateTable
+from edge.io.recordings import read_recording, write_recording_csv
+from edge.runtime import InputError
+from edge.tasks.attitude.metric import inclination_rmse
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "imu-demo.csv"
+SPIKES = [1e38, 100.0, 1e20]          # rad/s: far beyond any gyroscope's full scale (BROAD's: ±35 rad/s)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return edge.load("imu-attitude")
+
+
+def run_replay(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["replay", *map(str, args), "--no-progress", "--json"])
+    return rc, (json.loads(out.getvalue()) if rc == 0 else None), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return read_recording(DEMO)
+
+
+@pytest.mark.parametrize("value", SPIKES)
+def test_one_gyro_spike_is_not_fed_counted_and_named_in_replay(tmp_path, demo, model, value):
+    k = len(demo) // 2
+    x = demo.x.copy()
+    x[k, demo.index("gyr_x")] = value
+    spiked = tmp_path / "spike.csv"
+    import dataclasses
+    write_recording_csv(dataclasses.replace(demo, x=x), spiked)
+    out = tmp_path / "out.csv"
+    rc, s, err = run_replay(spiked, "--output", out)
+    assert rc == 0
+    table = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert np.isfinite(table).all()                               # no NaN row anywhere
+    assert s["out_of_range"] == 1 and s["held_samples"] == 1 and s["state_resets_nonfinite"] == 0
+    assert table[k, -1] == 1 and table[k - 1, -1] == 0           # the spike's row is held, its neighbours fed
+    assert err.count("out_of_range") == 1 and f"sample {k} " in err and "gyr_x" in err
+    # the outputs are the engine's on the recording without that sample (by hand, one block call)
+    keep = np.ones(len(demo), bool)
+    keep[k] = False
+    y = model.block(demo.columns(edge.load("imu-attitude").contract.names)[keep][:, None, :],
+                    model.init_state(1))[:, 0]
+    np.testing.assert_allclose(table[keep, 1:5], y, atol=1e-6)
+    # and the score is that of those outputs: finite, no better or worse than the estimate says
+    rmse = inclination_rmse(table[:, 1:5], demo.reference, demo.scored)
+    assert s["inclination_rmse_deg"] == pytest.approx(rmse, rel=1e-9) and s["nonfinite_outputs"] == 0
+
+
+def test_model_refuses_an_out_of_range_sample_and_keeps_the_state(model):
+    x = np.zeros((20, 2, 6), np.float32)
+    x[..., 2] = 9.81
+    x[7, 1, 4] = -41.0                                            # just beyond the default ±40 rad/s
+    state = model.init_state(2)
+    before = state.copy()
+    with pytest.raises(InputError, match=r"sample 7, stream 1: gyr_y = -41 is outside its valid range ±40 rad/s"):
+        model.block(x, state)
+    assert np.array_equal(state, before)
+    model.contract.set_range("gyr_y", 50.0)                       # a wider sensor: configurable
+    try:
+        model.block(x, state)
+    finally:
+        model.contract.set_range("gyr_y", 40.0)
+
+
+@pytest.mark.parametrize("engine", ["numba", "onnxruntime"])
+def test_a_nan_injected_into_the_state_is_caught_reset_and_reported(demo, engine):
+    model = edge.load("imu-attitude", engine=engine)
+    x = demo.columns(model.contract.names)[:1200]
+    state = model.init_state(1)
+    model.block(x[:600, None], state)
+    state[0, model.state_size - 5] = np.nan                       # the LSTM's memory, mid-stream
+    resets = []
+    y = model.block(x[600:, None], state, resets)[:, 0].copy()
+    assert np.isfinite(y).all() and np.isfinite(state).all()
+    assert [(r.stream, r.sample) for r in resets] == [(0, 0)] and model.state_resets == 1
+    # the outputs are those of a fresh stream from that sample (the reference: the engine from init)
+    fresh = model.block(x[600:, None], model.init_state(1))[:, 0]
+    np.testing.assert_allclose(y, fresh, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ the daemon's pipeline
+
+def make_pipeline(model):
+    from edge.daemon.config import load_config
+    from edge.daemon.pipeline import Pipeline
+    from edge.daemon.service import Metrics
+    cfg = load_config(None, [])
+    metrics = Metrics()
+    return Pipeline(cfg.pipelines[0], cfg.limits, 30.0, metrics, model=model), metrics
+
+
+def counter(metrics, name):
+    return sum(getattr(metrics, name).values().values())
+
+
+def test_pipeline_nan_state_is_reset_counted_and_never_checkpointed(tmp_path, demo, model):
+    pipe, metrics = make_pipeline(model)
+    x = demo.columns(model.contract.names)[:1000]
+    t = demo.t[:1000]
+    for a in range(0, 500, 10):
+        pipe.accept("dev", encode_frame(x[a:a + 10], t=t[a:a + 10]), now=0.0)
+    first = pipe.advance()["dev"][1]
+    slot = pipe.table.slot_of("dev")
+    pipe.table.rows[slot, -5] = np.nan                            # the state goes bad between two messages
+    for a in range(500, 1000, 10):
+        pipe.accept("dev", encode_frame(x[a:a + 10], t=t[a:a + 10]), now=0.0)
+    out_t, out_y = pipe.advance()["dev"]
+    assert np.isfinite(out_y).all() and len(out_t) == 500
+    assert counter(metrics, "state_resets") == 1
+    np.testing.assert_allclose(out_y, model.block(x[500:, None], model.init_state(1))[:, 0], atol=1e-6)
+    assert np.isfinite(first).all()
+    path = tmp_path / "imu.state.npz"
+    pipe.save(path)
+    table = StateTable.load(path, model.init_state(1)[0], fingerprint=pipe.fingerprint)
+    assert np.isfinite(table.rows[table.slot_of("dev")]).all()
+
+
+@pytest.mark.parametrize("value", SPIKES)
+def test_pipeline_spike_is_not_fed_and_counted(demo, model, value):
+    pipe, metrics = make_pipeline(model)
+    x = demo.columns(model.contract.names)[:400].copy()
+    t = demo.t[:400]
+    x[205, 5] = value
+    for a in range(0, 400, 10):
+        pipe.accept("dev", encode_frame(x[a:a + 10], t=t[a:a + 10]), now=0.0)
+    out_t, out_y = pipe.advance()["dev"]
+    keep = np.arange(400) != 205
+    assert np.array_equal(out_t, t[keep]) and np.isfinite(out_y).all()
+    np.testing.assert_allclose(out_y, model.block(x[keep][:, None], model.init_state(1))[:, 0], atol=1e-6)
+    assert counter(metrics, "out_of_range") == 1 and counter(metrics, "not_fed") == 0
+
+
+# ------------------------------------------------------------------------------------ `edge run` on mosquitto
+
+def test_edge_run_spikes_are_out_of_range_outputs_finite_checkpoint_finite(tmp_path):
+    from edge.daemon.payload import decode_frame
+    from edge.firmware_sim.mqtt_sim import Plan, device_name, plan, publish
+    from mqtt_broker import MOSQUITTO, Broker
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto not installed (apt-get install -y mosquitto)")
+    from test_daemon_mqtt import Collector, Daemon, check_outputs
+    from test_daemon_units import replayed
+
+    model = edge.load("imu-attitude")
+    p = plan(3, 200.0, 4.0, samples_per_message=5, fmt="binary", seed=7)
+    spike_t = {}
+    messages = []
+    for due, topic, payload, kind in p.messages:
+        device = topic.split("/")[1]
+        k = int(device[-1]) if device in [device_name(i) for i in range(3)] else None
+        t, x = decode_frame(payload, 6, 1000)
+        if k is not None and device not in spike_t and t[0] >= 2.0:
+            x = x.copy()
+            x[2, 3 + k] = SPIKES[k]              # one sample per device: 1e38, 100, 1e20 rad/s
+            spike_t[device] = t[2]
+            payload = encode_frame(x, t0=float(t[0]), dt=1.0 / 200.0)
+        messages.append((due, topic, payload, kind))
+    want = {}
+    for device, (t, x) in p.accepted.items():
+        x = x.copy()
+        x[t == spike_t[device]] = np.nan        # the reference: the same sample missing (the NaN rule)
+        want[device] = replayed(model, t, x, 0.5)
+    broker = Broker(tmp_path / "broker").start()
+    try:
+        collector = Collector(broker.port)
+        daemon = Daemon(tmp_path, broker.port).wait_ready()
+        publish(Plan(messages, p.accepted), port=broker.port, client_id="sim-spikes")
+        collector.wait_for(want, 20)
+        time.sleep(1.0)                          # a checkpoint after the last message (state.interval_s=0.5)
+        m = daemon.metrics()
+        assert daemon.stop() == 0
+        collector.close()
+    finally:
+        broker.stop()
+    for device in want:
+        assert np.isfinite(collector.outputs(device)[1]).all()
+    check_outputs(collector, want)
+    assert m['edge_samples_out_of_range_total{pipeline="imu"}'] == 3
+    assert m.get('edge_samples_not_fed_total{pipeline="imu"}', 0) == 0
+    log = daemon.log_text()
+    assert log.count("out_of_range") == 3 and all(f"device {d}: t=" in log for d in spike_t), log
+    table = StateTable.load(daemon.state / "imu.state.npz", model.init_state(1)[0],
+                            fingerprint=repr([(s["name"], s["shape"]) for s in model.meta["state"]]))
+    assert sorted(table.ids()) == sorted(spike_t) and np.isfinite(table.rows).all()
