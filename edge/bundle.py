@@ -1,5 +1,6 @@
 """Reading and validating bundles (docs/bundle.md). No torch, no exporter: `onnx` for the file,
 numpy for the weights."""
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,66 @@ def read_bundle(name_or_path) -> Bundle:
     data, model, meta = _load(path)
     validate(path, meta, model)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    check_weights(path, meta, weights)
     return Bundle(str(path), meta, data, weights)
+
+
+# ------------------------------------------------------------------------------ weight integrity
+# The metadata's ``integrity`` holds a SHA-256 of every weight tensor (its name, dtype, shape and
+# little-endian bytes) and one over all of them. `write_metadata` stamps it; `read_bundle` checks it
+# and that every float weight is finite, and refuses a bundle naming the first tensor at fault.
+
+def _tensor_digest(name: str, w: np.ndarray) -> str:
+    h = hashlib.sha256()
+    w = np.ascontiguousarray(w)
+    h.update(f"{name}\0{w.dtype.newbyteorder('<').str}\0{list(w.shape)}\0".encode())
+    h.update(w.astype(w.dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()
+
+
+def integrity_stamp(weights: dict) -> dict:
+    """{"algorithm", "weights_sha256" (over all tensors), "tensors": {name: sha256}} of the weights."""
+    tensors = {name: _tensor_digest(name, w) for name, w in sorted(weights.items())}
+    total = hashlib.sha256("".join(f"{n}:{d}\n" for n, d in tensors.items()).encode()).hexdigest()
+    return {"algorithm": "sha256", "weights_sha256": total, "tensors": tensors}
+
+
+def check_weights(path, meta: dict, weights: dict) -> None:
+    """Refuse weights that differ from the metadata's hash (bit flips, edits after export) or are not
+    finite. A bundle without an ``integrity`` entry (written before it existed) is not hash-checked."""
+    stamp = meta.get("integrity") if isinstance(meta, dict) else None
+    if stamp is not None:
+        want = stamp.get("tensors") if isinstance(stamp, dict) else None
+        if not isinstance(want, dict):
+            raise BundleError(path, "metadata 'integrity' has no tensor hashes")
+        for name in sorted(set(want) - set(weights)):
+            raise BundleError(path, f"weight tensor {name!r} is in the metadata's hashes but not in the graph")
+        for name, w in weights.items():
+            if name not in want:
+                raise BundleError(path, f"weight tensor {name!r} is not in the metadata's hashes (added after export?)")
+            if _tensor_digest(name, w) != want[name]:
+                raise BundleError(path, f"weight tensor {name!r} does not match its SHA-256 in the metadata "
+                                        f"(flipped bits or an edit after export): refused")
+    for name, w in weights.items():
+        if w.dtype.kind in "fc" and not np.isfinite(w).all():
+            bad = int((~np.isfinite(w)).sum())
+            raise BundleError(path, f"weight tensor {name!r} holds {bad} NaN/Inf value(s) of {w.size}: refused")
+
+
+def verify_file(path, data: bytes) -> None:
+    """`check_weights` for an ONNX file that is not read by `read_bundle` (e.g. a dialogue decoder)."""
+    import onnx
+    from onnx import numpy_helper
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as e:  # protobuf raises its own DecodeError types
+        raise BundleError(path, f"not an ONNX model (truncated or another format): {type(e).__name__}") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        meta = json.loads(props.get(METADATA_KEY, "{}"))
+    except json.JSONDecodeError as e:
+        raise BundleError(path, f"metadata is not valid JSON ({e.msg} at char {e.pos})") from None
+    check_weights(path, meta, {t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
 
 
 def validate(path, meta: dict, model) -> None:
@@ -140,7 +200,10 @@ def validate(path, meta: dict, model) -> None:
 
 
 def write_metadata(model, meta: dict) -> None:
-    """Set the bundle's metadata document on an onnx ModelProto (replacing any earlier one)."""
+    """Set the bundle's metadata document on an onnx ModelProto (replacing any earlier one), with the
+    integrity stamp of the proto's weights (``meta["integrity"]``, updated in place)."""
+    from onnx import numpy_helper
+    meta["integrity"] = integrity_stamp({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
     kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

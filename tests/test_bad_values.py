@@ -204,3 +204,68 @@ def test_edge_run_spikes_are_out_of_range_outputs_finite_checkpoint_finite(tmp_p
     table = StateTable.load(daemon.state / "imu.state.npz", model.init_state(1)[0],
                             fingerprint=repr([(s["name"], s["shape"]) for s in model.meta["state"]]))
     assert sorted(table.ids()) == sorted(spike_t) and np.isfinite(table.rows).all()
+
+
+# ------------------------------------------------------------------------------------ bundle integrity
+
+def _initializer(proto, name):
+    return next(t for t in proto.graph.initializer if t.name == name)
+
+
+def test_a_flipped_weight_byte_is_refused_naming_the_tensor(tmp_path):
+    import onnx
+    from edge.bundle import resolve
+    data = resolve("imu-attitude").read_bytes()
+    raw = _initializer(onnx.load_from_string(data), "/net/w_hh").raw_data
+    at = data.find(raw) + len(raw) // 2
+    assert data.count(raw) == 1
+    flipped = bytearray(data)
+    flipped[at] ^= 0x10                               # one bit of one float of the LSTM's recurrent weights
+    bad = tmp_path / "flipped.onnx"
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(edge.bundle.BundleError, match=r"weight tensor '/net/w_hh' does not match its SHA-256"):
+        edge.load(bad)
+    rc, _, err = run_replay(DEMO, "--model", bad)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "'/net/w_hh'" in err
+
+
+def test_a_nan_weight_is_refused_with_or_without_a_matching_hash(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+    from edge.bundle import resolve, write_metadata
+    proto = onnx.load_from_string(resolve("imu-attitude").read_bytes())
+    t = _initializer(proto, "correction_weight")
+    w = numpy_helper.to_array(t).copy()
+    w.flat[3] = np.nan
+    t.CopyFrom(numpy_helper.from_array(w, t.name))
+    edited = tmp_path / "edited.onnx"
+    edited.write_bytes(proto.SerializeToString())
+    with pytest.raises(edge.bundle.BundleError, match="'correction_weight' does not match its SHA-256"):
+        edge.load(edited)
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["edge"])
+    write_metadata(proto, meta)                       # stamped after the edit: the hash matches, NaN remains
+    restamped = tmp_path / "restamped.onnx"
+    restamped.write_bytes(proto.SerializeToString())
+    with pytest.raises(edge.bundle.BundleError, match=r"'correction_weight' holds 1 NaN/Inf value\(s\) of"):
+        edge.load(restamped)
+
+
+def test_every_shipped_bundle_carries_its_weights_hash_and_stamping_is_reproducible(tmp_path):
+    import onnx
+    from edge.bundle import BUNDLE_DIR, integrity_stamp
+    from edge.export.stamp import stamp
+    from onnx import numpy_helper
+    for path in sorted(BUNDLE_DIR.glob("*.onnx")):
+        proto = onnx.load(str(path))
+        meta = json.loads({p.key: p.value for p in proto.metadata_props}["edge"])
+        weights = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        assert meta["integrity"] == integrity_stamp(weights), path.name
+        copy = tmp_path / path.name
+        copy.write_bytes(path.read_bytes())
+        assert stamp(copy) is False and copy.read_bytes() == path.read_bytes(), path.name
+    # the hash is an independent SHA-256: one tensor's entry recomputed here with hashlib
+    import hashlib
+    w = weights[sorted(weights)[0]]
+    h = hashlib.sha256(f"{sorted(weights)[0]}\0{w.dtype.newbyteorder('<').str}\0{list(w.shape)}\0".encode()
+                       + w.astype(w.dtype.newbyteorder('<')).tobytes()).hexdigest()
+    assert meta["integrity"]["tensors"][sorted(weights)[0]] == h

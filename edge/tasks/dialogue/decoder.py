@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import BundleError, resolve
+from edge.bundle import BundleError, resolve, verify_file
 
 LAYER = re.compile(r"past_key_values\.(\d+)\.key$")
 
@@ -53,6 +53,7 @@ class Decoder:
             data = Path(self.path).read_bytes()
         except OSError as e:
             raise BundleError(self.path, f"cannot read: {e.strerror}") from None
+        verify_file(self.path, data)            # the weights' hashes, and every weight finite
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         try:
