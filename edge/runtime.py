@@ -34,6 +34,8 @@ class Model:
         self._std = np.asarray(norm["std"], np.float32) if "std" in norm else None
         self.contract = InputContract(self.meta)      # valid range per input channel
         self.state_resets = 0                         # streams reset by the state guard, all calls
+        # an executor whose state words hold integer bits (the int8 reference) has no NaN to look for
+        self._guarded = not getattr(executor, "state_holds_bits", False)
 
     def __repr__(self):
         return f"<edge.Model {self.meta.get('name') or self.bundle.path} on {self.engine}>"
@@ -69,7 +71,7 @@ class Model:
         ``resets``: a list to which the state guard appends a `StateReset` per stream it reset."""
         x = self._check(x, state, ("stream", "channel"))
         y = self.executor.step(x, state)
-        if state_is_finite(state):
+        if not self._guarded or state_is_finite(state):
             return y
         return self._guard(x[None], state, y[None].copy(), resets)[0]
 
@@ -77,7 +79,7 @@ class Model:
         """x [T, streams, C] -> y [T, streams, O] in one call (``resets`` as in `step`)."""
         x = self._check(x, state, ("sample", "stream", "channel"))
         y = self.executor.block(x, state)
-        if state_is_finite(state):
+        if not self._guarded or state_is_finite(state):
             return y
         return self._guard(x, state, y.copy(), resets)
 

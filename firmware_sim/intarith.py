@@ -494,6 +494,7 @@ class IntExecutor:
     array [streams, words] whose words hold int32 bits for the integer states."""
 
     name = "int8"
+    state_holds_bits = True       # int32 bit patterns may read as NaN: the runtime's state guard skips it
 
     def __init__(self, plan: Plan):
         self.plan = plan

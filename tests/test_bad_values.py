@@ -269,3 +269,25 @@ def test_every_shipped_bundle_carries_its_weights_hash_and_stamping_is_reproduci
     h = hashlib.sha256(f"{sorted(weights)[0]}\0{w.dtype.newbyteorder('<').str}\0{list(w.shape)}\0".encode()
                        + w.astype(w.dtype.newbyteorder('<')).tobytes()).hexdigest()
     assert meta["integrity"]["tensors"][sorted(weights)[0]] == h
+
+
+# ------------------------------------------------------------------------------------ gyroscope unit
+
+def test_gyr_unit_deg_s_on_a_rad_s_file_is_refused_with_the_fix():
+    rc, _, err = run_replay(DEMO, "--gyr-unit", "deg/s")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "drop --gyr-unit deg/s" in err and "as fast as the gyroscope" in err
+
+
+def test_gyro_rate_ratio_is_about_one_and_57_apart_for_the_wrong_unit(demo):
+    from edge.validate import GYR_RATIO_HIGH, GYR_RATIO_LOW, gyro_rate_ratio
+    right, windows = gyro_rate_ratio(demo.acc, demo.gyr, demo.rate_hz)
+    assert windows >= 100 and 0.8 < right < 3.0
+    as_deg, _ = gyro_rate_ratio(demo.acc, demo.gyr * (math.pi / 180), demo.rate_hz)    # rad/s read as deg/s
+    as_rad, _ = gyro_rate_ratio(demo.acc, demo.gyr * (180 / math.pi), demo.rate_hz)    # deg/s read as rad/s
+    assert as_deg == pytest.approx(right * 180 / math.pi, rel=0.05) and as_deg > GYR_RATIO_HIGH
+    assert as_rad == pytest.approx(right * math.pi / 180, rel=0.05) and as_rad < GYR_RATIO_LOW
+    # noise without motion gives no verdict (no false refusal)
+    rng = np.random.default_rng(0)
+    acc = rng.normal(0, 0.3, (3000, 3)) + [0, 0, 9.81]
+    assert gyro_rate_ratio(acc, rng.normal(0, 0.2, (3000, 3)), 285.714)[0] is None

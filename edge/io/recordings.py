@@ -697,7 +697,7 @@ def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, 
     if not valid.any():
         raise RecordingError(f"no sample has finite values in all of {what}", path)
     if check_units and not other:
-        _check_units(path, x, valid, lines, acc_unit, gyr_unit)
+        _check_units(path, x, valid, lines, acc_unit, gyr_unit, rate_hz)
 
     # --- reference
     ref = None
@@ -747,7 +747,7 @@ def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, 
                      reference=ref, scored=raw.scored, gaps=gaps, warnings=warn, meta=meta)
 
 
-def _check_units(path, x, valid, lines, acc_unit, gyr_unit):
+def _check_units(path, x, valid, lines, acc_unit, gyr_unit, rate_hz):
     norms = np.linalg.norm(x[valid, 0:3], axis=1)
     med = float(np.median(norms))
     lo, hi = ACC_NORM_RANGE
@@ -773,6 +773,18 @@ def _check_units(path, x, valid, lines, acc_unit, gyr_unit):
         raise RecordingError(f"99th percentile of |gyr| is {p99:.3g} rad/s after reading it as {gyr_unit} "
                              f"(above {GYR_P99_MAX:g} rad/s is beyond any common gyroscope range); {hint}",
                              **_where(path, lines, k))
+    from edge.validate import GYR_RATIO_HIGH, GYR_RATIO_LOW, gyro_rate_ratio
+    ratio, windows = gyro_rate_ratio(x[:, 0:3], x[:, 3:6], rate_hz, valid)   # the gyro against the acc's turns
+    if ratio is not None and not GYR_RATIO_LOW <= ratio <= GYR_RATIO_HIGH:
+        if ratio > GYR_RATIO_HIGH:
+            fix = ("the file looks like rad/s: drop --gyr-unit deg/s (gyr_unit='rad/s')" if gyr_unit != "rad/s"
+                   else "check the gyroscope unit and the column order")
+        else:
+            fix = ("the file looks like deg/s: use --gyr-unit deg/s (gyr_unit='deg/s')" if gyr_unit == "rad/s"
+                   else "check the gyroscope unit and the column order")
+        raise RecordingError(f"the accelerometer's direction turns {ratio:.3g}× as fast as the gyroscope read as "
+                             f"{gyr_unit} says (median over {windows} moments of motion; about 1 when the unit is "
+                             f"right, 57.3 apart for rad/s vs deg/s); {fix}", path)
 
 
 # ------------------------------------------------------------------------------------ resampling
