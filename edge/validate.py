@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STANDARD_GRAVITY = 9.80665
+STANDARD_GRAVITY = 9.80665            # m/s² per g: the project's one gravity constant (edge.io.recordings uses it)
 ACC_MAX_G = 16.0 * 1.5                 # the widest common accelerometer scale (±16 g), with margin
 GYR_MAX_RAD_S = 40.0                   # ±2000 °/s ≈ 34.9 rad/s, with margin
 NORMALISED_MAX = 1000.0                # standard deviations off the training mean

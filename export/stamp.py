@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from edge.bundle import BUNDLE_DIR, METADATA_KEY, BundleError, atomic_write_bytes, check_weights, write_metadata
+from edge.bundle import BUNDLE_DIR, METADATA_KEY, BundleError, check_weights, write_metadata
+from edge.io.atomic import atomic_write
 
 
 def stamp(path) -> bool:
@@ -27,7 +28,7 @@ def stamp(path) -> bool:
     write_metadata(proto, meta)
     out = proto.SerializeToString()
     if out != data:
-        atomic_write_bytes(path, out)
+        atomic_write(path, out)
     return out != data
 
 

@@ -63,6 +63,7 @@ import numpy as np
 
 from edge.io.atomic import atomic_write
 from edge.quaternion import quat_normalize, quat_slerp
+from edge.validate import GYR_RATIO_HIGH, GYR_RATIO_LOW, STANDARD_GRAVITY, gyro_rate_ratio
 
 __all__ = [
     "Recording", "RecordingError", "RecordingWarning", "read_recording", "write_recording_csv",
@@ -80,7 +81,6 @@ DATE_COLUMNS = ("date", "datetime", "timestamp")      # ISO date-time strings ->
 KNOWN_UNITS = {"mag_x": "uT", "mag_y": "uT", "mag_z": "uT"}      # extra channels with a known unit
 SCORED_COLUMNS = ("movement", "scored")
 
-STANDARD_GRAVITY = 9.80665          # m/s² per g, for unit conversion
 ACC_UNITS = {"m/s^2": 1.0, "m/s2": 1.0, "g": STANDARD_GRAVITY}
 GYR_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0, "dps": math.pi / 180.0}
 ACC_NORM_RANGE = (7.0, 13.0)        # plausible median |acc| in m/s² (mostly at rest or slow motion)
@@ -773,7 +773,6 @@ def _check_units(path, x, valid, lines, acc_unit, gyr_unit, rate_hz):
         raise RecordingError(f"99th percentile of |gyr| is {p99:.3g} rad/s after reading it as {gyr_unit} "
                              f"(above {GYR_P99_MAX:g} rad/s is beyond any common gyroscope range); {hint}",
                              **_where(path, lines, k))
-    from edge.validate import GYR_RATIO_HIGH, GYR_RATIO_LOW, gyro_rate_ratio
     ratio, windows = gyro_rate_ratio(x[:, 0:3], x[:, 3:6], rate_hz, valid)   # the gyro against the acc's turns
     if ratio is not None and not GYR_RATIO_LOW <= ratio <= GYR_RATIO_HIGH:
         if ratio > GYR_RATIO_HIGH:
