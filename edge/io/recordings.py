@@ -2,7 +2,9 @@
 
 Formats (chosen by the file name):
 
-* **CSV** (``.csv``, ``.csv.gz``, ``.txt``; ``.tsv`` with tabs): one header line naming the columns
+* **CSV** (``.csv``, ``.csv.gz``, ``.txt``, ``.tsv``), read by pyarrow's streaming CSV reader in 1 MiB
+  blocks (quoted fields, CRLF, a UTF-8 BOM; the delimiter is a tab or ``;`` when the header uses one,
+  else ``,``): one header line naming the columns
   (case-insensitive), then one sample per line. Required: ``acc_x,acc_y,acc_z`` (m/s², or g with ``acc_unit="g"``) and
   ``gyr_x,gyr_y,gyr_z`` (rad/s, or deg/s with ``gyr_unit="deg/s"``). Optional: ``t`` (seconds),
   a reference orientation ``qw,qx,qy,qz`` (sensor-to-ENU, w,x,y,z), a scoring mask ``movement``
@@ -54,6 +56,7 @@ import gzip
 import io
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,18 +313,111 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def _read_csv(path: Path, required: list[str]) -> _Raw:
-    text = _read_text(path)
-    ends_with_newline = text.endswith("\n")
-    delimiter = "\t" if path.name.lower().endswith(".tsv") else ","
-    strip = " \r" if delimiter == "\t" else None        # keep the tabs of empty trailing TSV cells
-    stripped = [line.strip(strip) for line in text.split("\n")]
-    rows = [(i + 1, s) for i, s in enumerate(stripped) if s and s[0] != "#"]
-    del stripped
-    if not rows:
-        raise RecordingError("empty file: no header and no data", path)
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
-    header_line, header = rows[0]
+
+class _Limited(io.RawIOBase):
+    """The first ``limit`` bytes of a binary file from its current position (a truncated last line cut off)."""
+
+    def __init__(self, fh, limit: int):
+        self.fh, self.left = fh, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = min(len(b), self.left)
+        data = self.fh.read(n) if n > 0 else b""
+        b[:len(data)] = data
+        self.left -= len(data)
+        return len(data)
+
+
+HEAD_BYTES = 1 << 16
+CSV_BLOCK_BYTES = 1 << 20          # pyarrow's parse block: memory per batch, not per file
+_CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to (\S+): invalid value '(.*)'$",
+                         re.S)
+_PARSE = re.compile(r"CSV parse error: Row #(\d+): Expected (\d+) columns, got (\d+): (.*)$", re.S)
+
+
+def _csv_header(path: Path):
+    """(header line number, header text, byte offset just after it, delimiter) of a CSV file: the
+    first line that is neither blank nor a ``#`` comment, after an optional UTF-8 BOM."""
+    try:
+        with _open_bytes(path) as fh:
+            head = fh.read(HEAD_BYTES)
+            while b"\n" not in head.lstrip(b"\xef\xbb\xbf \t\r\n") or _only_comments(head):
+                more = fh.read(HEAD_BYTES)
+                if not more:
+                    break
+                head += more
+    except (OSError, EOFError) as e:
+        raise RecordingError(f"cannot read: {e}", path) from None
+    pos = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    line = 0
+    while pos < len(head):
+        end = head.find(b"\n", pos)
+        end = len(head) if end < 0 else end
+        line += 1
+        raw = head[pos:end]
+        pos = end + 1
+        try:
+            text = raw.decode("utf-8").strip(" \r")
+        except UnicodeDecodeError as e:
+            raise RecordingError(f"not UTF-8 text (byte 0x{raw[e.start]:02x})", path, line) from None
+        if text.strip() and not text.startswith("#"):
+            if path.name.lower().endswith(".tsv") or "\t" in text:
+                delimiter = "\t"
+            elif ";" in text and "," not in text:
+                delimiter = ";"
+            else:
+                delimiter = ","
+            return line, text, min(pos, len(head)), delimiter, pos >= len(head) and not head.endswith(b"\n")
+    raise RecordingError("empty file: no header and no data", path)
+
+
+def _only_comments(head: bytes) -> bool:
+    lines = head.split(b"\n")
+    return all(not s.strip() or s.lstrip(b"\xef\xbb\xbf").startswith(b"#") for s in lines[:-1])
+
+
+def _cut_last_line(path: Path, offset: int, delimiter: str, ncol: int, date_col) -> int | None:
+    """Bytes after ``offset`` to read when the file ends without a newline in a cell that is not a
+    number (a recorder stopped mid-write), else None."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(offset, size - HEAD_BYTES))
+        tail = fh.read()
+    if not tail or tail.endswith(b"\n") or b"\n" not in tail:
+        return None
+    cells = tail[tail.rfind(b"\n") + 1:].decode("utf-8", "replace").strip("\r").split(delimiter)
+    if len(cells) != ncol:
+        return None          # a short last line: the field-count rule handles it
+    for k, c in enumerate(cells):
+        c = c.strip().strip('"')
+        if k != date_col and c and not _is_number(c):
+            return size - (len(tail) - tail.rfind(b"\n") - 1) - offset
+    return None
+
+
+def _count_lines(path: Path, offset: int, limit: int) -> int:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        n, left = 0, limit
+        while left > 0 and (block := fh.read(min(left, 1 << 22))):
+            n += block.count(b"\n")
+            left -= len(block)
+    return n
+
+
+def _read_csv(path: Path, required: list[str]) -> _Raw:
+    """CSV through pyarrow's streaming reader (quoting, CRLF, a BOM, ``,`` ``;`` or tab, gzip), in
+    blocks of `CSV_BLOCK_BYTES`, with the module's rules and line numbers for every refusal."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header_line, header, offset, delimiter, header_is_last = _csv_header(path)
     names = [h.strip().strip('"').strip("'").strip().lower() for h in header.split(delimiter)]
     if all(_is_number(h) for h in names):
         raise RecordingError(
@@ -345,41 +441,119 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
         miss = [c for c in REFERENCE_COLUMNS if c not in names]
         raise RecordingError(f"incomplete reference: has {', '.join(has_ref)} but missing {', '.join(miss)}",
                              path, header_line)
-
-    data = rows[1:]
-    if not data:
-        raise RecordingError("header only, no data lines", path, header_line)
-    warn: list[str] = []
     ncol = len(names)
-    counts = np.fromiter((s.count(delimiter) + 1 for _, s in data), dtype=np.int64, count=len(data))
-    bad = np.flatnonzero(counts != ncol)
-    if bad.size and bad[0] == len(data) - 1 and counts[-1] < ncol:
-        line = data[-1][0]
-        warn.append(f"{path}, line {line}: truncated last line ({counts[-1]} of {ncol} fields) dropped")
-        data, bad = data[:-1], bad[:-1]
-    if bad.size:
-        k = int(bad[0])
-        raise RecordingError(f"{counts[k]} fields, but the header names {ncol} columns", path, data[k][0])
-    if not data:
+    types = {n: (pa.timestamp("ms") if k == date_col else pa.float64()) for k, n in enumerate(names)}
+
+    def batches(fh, limit=None):
+        """(row batches, the rows pyarrow skipped as (row, fields, text)); rows count from the header."""
+        skipped = []
+
+        def on_invalid(row):
+            skipped.append((row.number, row.actual_columns, row.text))
+            return "skip"
+
+        fh.seek(offset)
+        src = pa.PythonFile(io.BufferedReader(_Limited(fh, limit)) if limit is not None else fh, mode="r")
+        reader = pacsv.open_csv(
+            src, read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=CSV_BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid,
+                                             ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=False,
+                                                 quoted_strings_can_be_null=True))
+        return reader, skipped
+
+    def last_row():
+        """(rows after the header, whether the file ends with a newline, bytes up to the last newline)."""
+        with _open_bytes(path) as fh:
+            fh.seek(offset)
+            rows, size, tail = 0, 0, b""
+            while block := fh.read(1 << 22):
+                rows += block.count(b"\n")
+                size += len(block)
+                tail = (tail + block)[-(1 << 16):]
+        ends = tail.endswith(b"\n")
+        body = size - (len(tail) - tail.rfind(b"\n") - 1) if not ends else size
+        return rows + (0 if ends or not tail else 1), ends, body
+
+    warn: list[str] = []
+    limit = None
+    if not path.name.lower().endswith(".gz"):     # a last line cut mid-number that pyarrow would still read
+        limit = _cut_last_line(path, offset, delimiter, ncol, date_col)
+        if limit is not None:
+            warn.append(f"{path}, line {header_line + _count_lines(path, offset, limit) + 1}: "
+                        f"truncated last line (incomplete number) dropped")
+    if header_is_last:
+        raise RecordingError("header only, no data lines", path, header_line)
+    while True:
+        parts, skipped, fh = [], [], None
+        try:
+            fh = _open_bytes(path)
+            reader, skipped = batches(fh, limit)
+            for b in reader:
+                parts.append(b)
+            break
+        except pa.ArrowInvalid as e:
+            m = _CONVERSION.match(str(e))
+            if m is None and "Empty CSV file" in str(e):
+                raise RecordingError("header only, no data lines", path, header_line) from None
+            bad_row = _PARSE.match(str(e))
+            if m is None and bad_row:       # pyarrow could not hand the row over: it is not text
+                got, text = int(bad_row[3]), bad_row[4]
+                what = ("not UTF-8 text" if not text.isprintable() else
+                        f"{got} fields, but the header names {ncol} columns")
+                raise RecordingError(what, path, header_line + int(bad_row[1])) from None
+            if m is None:
+                raise RecordingError(f"not a readable CSV file ({str(e).splitlines()[0]})", path) from None
+            col, row, kind, value = int(m[1]), int(m[2]), m[3], m[4]
+            rows, ends, body = last_row()
+            if limit is None and row == rows and not ends and row > 1:
+                warn.append(f"{path}, line {header_line + row}: truncated last line (incomplete number) dropped")
+                limit = body - offset
+                continue
+            what = "an ISO date-time (e.g. 2016-07-01 00:00:00)" if kind.startswith("timestamp") else "a number"
+            where = "" if kind.startswith("timestamp") else f"column {names[col]}: "
+            raise RecordingError(f"{where}{value!r} is not {what}", path, header_line + row) from None
+        except (OSError, EOFError) as e:
+            raise RecordingError(f"cannot read: {e}", path) from None
+        finally:
+            if fh is not None:
+                fh.close()
+    table = pa.Table.from_batches(parts, schema=reader.schema) if parts else None
+    total = (0 if table is None else table.num_rows) + len(skipped)
+    real = [(r, f, txt) for r, f, txt in skipped if txt.strip() and not txt.lstrip().startswith("#")]
+    if real:
+        r, f, _ = real[-1]
+        if len(real) == 1 and r == total and f < ncol and limit is None:
+            warn.append(f"{path}, line {header_line + r}: truncated last line ({f} of {ncol} fields) dropped")
+            real = []
+        if real:
+            r, f, _ = real[0]
+            raise RecordingError(f"{f} fields, but the header names {ncol} columns", path, header_line + r)
+    if table is None or table.num_rows == 0:
+        if not skipped:
+            raise RecordingError("header only, no data lines", path, header_line)
         raise RecordingError("no complete data line", path)
+    rows_of_table = np.setdiff1d(np.arange(1, total + 1), [r for r, _, _ in skipped], assume_unique=True)
+    cols = []
+    for k, n in enumerate(names):
+        c = table.column(k)
+        if k == date_col:
+            cols.append(c.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / 1e3)
+        else:
+            cols.append(c.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
+    values = np.stack(cols, axis=1) if cols else np.empty((table.num_rows, 0))
+    blank = np.all(np.isnan(values), axis=1)        # an empty line reads as a row of nulls
+    if blank.any():
+        values, rows_of_table = values[~blank], rows_of_table[~blank]
+    if not len(values):
+        raise RecordingError("header only, no data lines", path, header_line)
+    lines = header_line + rows_of_table.astype(np.int64)
+
     dates = None
-    if date_col is not None:       # parsed apart: the numeric parser below sees only numbers
-        dates, data = _split_dates(path, data, date_col, delimiter)
+    if date_col is not None:
+        dates = values[:, date_col]
+        values = np.delete(values, date_col, axis=1)
         names = names[:date_col] + names[date_col + 1:]
-
-    try:      # fast path: numpy's C parser; on any failure, find and name the cell (or apply the rules)
-        values = np.loadtxt([s for _, s in data], delimiter=delimiter, dtype=np.float64, comments=None,
-                            ndmin=2, quotechar='"')
-    except ValueError:
-        fields = [s.split(delimiter) for _, s in data]
-        values, dropped = _parse_cells_slowly(path, data, fields, names, ends_with_newline)
-        if dropped:
-            warn.append(f"{path}, line {data[-1][0]}: truncated last line (incomplete number) dropped")
-            data = data[:-1]
-        if not data:
-            raise RecordingError("no complete data line", path)
-    lines = np.fromiter((ln for ln, _ in data), dtype=np.int64, count=len(data))
-
     col = {n: i for i, n in enumerate(names)}
     special = set(required) | set(REFERENCE_COLUMNS) | set(TIME_COLUMNS) | set(SCORED_COLUMNS)
     extras = [n for n in names if n not in special]
@@ -387,7 +561,7 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
     x = values[:, [col[n] for n in out_names]]
     t = values[:, col["t"]] if "t" in col else None
     if dates is not None:
-        t = dates[:len(values)]
+        t = dates
     ref = values[:, [col[c] for c in REFERENCE_COLUMNS]] if has_ref else None
     scored = None
     for c in SCORED_COLUMNS:
@@ -397,44 +571,6 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
             break
     return _Raw(names=out_names, units=[KNOWN_UNITS.get(n, "") for n in extras], x=x, t=t, reference=ref,
                 scored=scored, lines=lines, warnings=warn)
-
-
-def _split_dates(path, data, k: int, delimiter: str):
-    """Cut column ``k`` (ISO date-times) out of the data lines: (t in epoch seconds, the lines without it)."""
-    cells = [s.split(delimiter) for _, s in data]
-    try:
-        stamps = np.array([c[k].strip().strip('"') for c in cells], dtype="datetime64[ms]")
-    except ValueError:
-        for (ln, _), c in zip(data, cells):
-            try:
-                np.datetime64(c[k].strip().strip('"'), "ms")
-            except ValueError:
-                raise RecordingError(f"{c[k].strip()!r} is not an ISO date-time (e.g. 2016-07-01 00:00:00)",
-                                     path, ln) from None
-        raise
-    t = stamps.astype(np.int64).astype(np.float64) / 1e3
-    rest = [(ln, delimiter.join(c[:k] + c[k + 1:])) for (ln, _), c in zip(data, cells)]
-    return t, rest
-
-
-def _parse_cells_slowly(path, data, fields, names, ends_with_newline):
-    """Cell-by-cell parse to name the first bad cell (empty cells are NaN). Returns (values,
-    last_line_dropped) — the last line is dropped when it is cut mid-number (no final newline)."""
-    values = np.empty((len(data), len(names)), dtype=np.float64)
-    for r, f in enumerate(fields):
-        for c, cell in enumerate(f):
-            s = cell.strip().strip('"').strip("'").strip()
-            if not s:
-                values[r, c] = np.nan
-                continue
-            try:
-                values[r, c] = float(s)
-            except ValueError:
-                if r == len(data) - 1 and not ends_with_newline and r > 0:
-                    return values[:-1], True
-                raise RecordingError(f"column {names[c]}: {cell.strip()!r} is not a number",
-                                     path, data[r][0]) from None
-    return values, False
 
 
 def _json_objects(path: Path):
@@ -789,47 +925,46 @@ def _check_units(path, x, valid, lines, acc_unit, gyr_unit, rate_hz):
 # ------------------------------------------------------------------------------------ resampling
 
 def resample(rec: Recording, rate_hz: float) -> Recording:
-    """Resample to a uniform ``rate_hz`` grid from ``t[0]``: channels by linear interpolation, the
-    reference by slerp (shortest arc), ``scored`` by nearest neighbour.
+    """Resample to a uniform ``rate_hz`` grid from ``t[0]`` with the one resampler
+    (`edge.io.resample.StreamResampler`, pushed the whole recording): channels by linear
+    interpolation, the reference by slerp (shortest arc) between the same two samples, ``scored`` by
+    nearest neighbour. O(samples).
 
     No anti-alias filter is applied (linear interpolation of point samples, like a sensor that
     simply samples slower). Samples that fall inside a gap of the source, or next to a non-finite
     source sample, come out NaN; gaps are recomputed on the new grid with the same ``gap_s``.
     """
+    from edge.io.resample import StreamResampler
     if not (math.isfinite(rate_hz) and rate_hz > 0):
         raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
     n = len(rec)
     if n < 2:
         raise ValueError("resample needs at least two samples")
+    gap_s = rec.meta.get("gap_s", DEFAULT_GAP_S)
+    valid = rec.valid
+    rs = StreamResampler(rate_hz, gap_s)
+    _, tn, x, _, _, _ = rs.push(rec.t, rec.x, fed=valid)
+    i, f, _ = rs.neighbours                           # grid point r lies between samples i[r] and i[r] + 1
+    x = x.astype(np.float64)
+
+    # inside a gap of the source (no fed sample for longer than gap_s around it): blank every column
     t = rec.t
-    m = int(math.floor((t[-1] - t[0]) * rate_hz + 1e-9)) + 1
-    tn = t[0] + np.arange(m, dtype=np.float64) / rate_hz
-    i = np.clip(np.searchsorted(t, tn, side="right") - 1, 0, n - 2)
-    f = np.clip((tn - t[i]) / (t[i + 1] - t[i]), 0.0, 1.0)
-    at_left, at_right = f <= 0.0, f >= 1.0
-
-    x0, x1 = rec.x[i].astype(np.float64), rec.x[i + 1].astype(np.float64)
-    fc = f[:, None]
-    x = np.where(at_left[:, None], x0, np.where(at_right[:, None], x1, x0 + fc * (x1 - x0)))
-
+    idx = np.arange(n)
+    last_fed = np.maximum.accumulate(np.where(valid, idx, -1))
+    next_fed = np.minimum.accumulate(np.where(valid, idx, n)[::-1])[::-1]
+    a = np.where(last_fed[i] >= 0, t[np.maximum(last_fed[i], 0)], -np.inf)
+    nxt = next_fed[np.minimum(i + 1, n - 1)]
+    b = np.where(nxt < n, t[np.minimum(nxt, n - 1)], np.inf)
+    inside = (tn > a) & (tn < b) & (b - a > gap_s)
+    x[inside] = np.nan
     ref = None
     if rec.reference is not None:
         q0, q1 = rec.reference[i], rec.reference[i + 1]
-        ref = np.where(at_left[:, None], q0, np.where(at_right[:, None], q1, quat_slerp(q0, q1, f)))
+        ref = np.where((f <= 0.0)[:, None], q0, np.where((f >= 1.0)[:, None], q1, quat_slerp(q0, q1, f)))
+        ref[inside] = np.nan
     scored = None
     if rec.scored is not None:
         scored = rec.scored[np.where(f < 0.5, i, i + 1)]
-
-    # blank whatever lies inside a gap of the source (a pure time jump would otherwise be bridged)
-    inside = np.zeros(m, dtype=bool)
-    for s, e in rec.gaps:
-        a = t[s - 1] if s > 0 else -np.inf
-        b = t[e] if e < n else np.inf
-        inside |= (tn > a) & (tn < b)
-    x[inside] = np.nan
-    if ref is not None:
-        ref[inside] = np.nan
-    gap_s = rec.meta.get("gap_s", DEFAULT_GAP_S)
     meta = {k: v for k, v in rec.meta.items()        # per-sample arrays of the old grid would be stale
             if not (isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n)}
     out = Recording(t=tn, channels=rec.channels, x=x, units=rec.units, rate_hz=rate_hz, source=rec.source,
