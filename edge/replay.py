@@ -201,10 +201,21 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     calls = 0
     resets, guard_resets = [], 0
     try:
+        view = tasks.view(meta)
         for k in range(len(bounds) - 1):
             a, b = bounds[k], bounds[k + 1]
             if k > 0:
                 state[:] = model.init_state(1)
+                if hasattr(view, "restart"):        # the task feeds the first samples after a reset its way
+                    view.restart(model, state[0])
+            settled = min(view.settling(model, state[0]), b - a) if hasattr(view, "settling") else 0
+            if settled:
+                t0 = time.perf_counter()
+                Y[a:a + settled] = view.settle(model, X[a:a + settled], state)
+                engine += time.perf_counter() - t0
+                a += settled
+                if bar is not None:
+                    bar.update(settled)
             for c in range(a, b, chunk):
                 d = min(c + chunk, b)
                 xb = X[c:d].reshape(d - c, 1, C)
@@ -237,7 +248,6 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
     ok = src >= 0
     y[ok] = Y[src[ok]]
     held = ~fed_in | ~fed_m[j]
-    view = tasks.view(meta)
     if resampled_to is not None and hasattr(view, "carry"):
         view.carry(y, meta, x_in, rec.t - t_m[j], ok & ~held)
     stream_s = time.perf_counter() - start
@@ -245,6 +255,17 @@ def replay(rec, model, *, chunk: int = DEFAULT_CHUNK, progress=None, label: str 
                         meta=meta, fed=F, model_samples=m, resets=len(reset_at),
                         gaps=gaps, resampled_to_hz=resampled_to, engine_s=engine, stream_s=stream_s,
                         warmup_s=warmup, chunks=calls, rejected=rejected, notes=notes, state_resets=guard_resets)
+
+
+def nonfinite_outputs(res: ReplayResult) -> int:
+    """Rows after the first output whose output is NaN/Inf although their sample was fed: failures
+    that a score must not skip (every task's score is refused when there are any)."""
+    import numpy as np
+    finite = np.all(np.isfinite(res.y), axis=1)
+    if not finite.any():
+        return int((~res.held).sum())
+    after = np.arange(len(finite)) >= int(np.argmax(finite))
+    return int((after & ~res.held & ~finite).sum())
 
 
 def _screen(rec, x_in, model, meta):
@@ -432,7 +453,8 @@ def run(args) -> int:
     res = replay(rec, model, chunk=args.chunk, progress=progress, label=label)
     _warn(res.notes)
 
-    task_metric = view.metric(rec, res, meta) if view else None
+    nonfinite = nonfinite_outputs(res)
+    task_metric = view.metric(rec, res, meta) if view and not nonfinite else None     # a broken run is not scored
     marked = overlay.metric(rec, res, meta, args) if overlay else None
     write_s = plot_s = 0.0
     columns = None
@@ -483,6 +505,7 @@ def run(args) -> int:
         "not_finite": res.rejected.get("not_finite", 0),
         "out_of_range": res.rejected.get("out_of_range", 0),
         "state_resets_nonfinite": res.state_resets,
+        "nonfinite_outputs": nonfinite,
         "warnings": [*rec.warnings, *res.notes],
         "chunk": args.chunk,
         "engine_calls": res.chunks,
@@ -547,7 +570,10 @@ def _text_summary(s: dict, rec, view=None) -> str:
     lines.append(f"engine      {_fmt_s(s['engine_s'])} for {s['fed_samples']:,} samples in {s['engine_calls']} "
                  f"block call(s) = {s['us_per_sample']:.2f} µs per sample; real-time factor "
                  + (f"{rtf:,.0f}×" if rtf is not None else "-"))
-    if view and s["task_metric"]:
+    if s["nonfinite_outputs"]:
+        lines.append(f"score       refused: {s['nonfinite_outputs']:,} fed sample(s) gave NaN/Inf outputs (a run with "
+                     "failed outputs is not scored)")
+    elif view and s["task_metric"]:
         lines.extend(view.summary_lines(s["task_metric"]))
     if s["output"]:
         lines.append(f"output      {s['output']}: {s['samples']:,} rows ({','.join(s['columns'])})")

@@ -291,3 +291,72 @@ def test_gyro_rate_ratio_is_about_one_and_57_apart_for_the_wrong_unit(demo):
     rng = np.random.default_rng(0)
     acc = rng.normal(0, 0.3, (3000, 3)) + [0, 0, 9.81]
     assert gyro_rate_ratio(acc, rng.normal(0, 0.2, (3000, 3)), 285.714)[0] is None
+
+
+# ------------------------------------------------------------------------------------ recovery after a reset
+
+def test_a_reset_in_motion_settles_from_the_accelerometer_mean(demo, model):
+    """A 1 s gap in t in the middle of motion: replay's outputs after it are the settling rule written
+    out independently (test_daemon_units.settled), and the error in the 2 s after the reset is far
+    below that of a plain reset (the filter levelled from one accelerometer sample)."""
+    import dataclasses
+    from edge.replay import replay
+    from edge.tasks.attitude.metric import inclination_error_deg
+    from edge.tasks.attitude.view import quaternions
+    from test_daemon_units import settled
+    rate = demo.rate_hz
+    moving = np.flatnonzero(demo.scored & (np.linalg.norm(demo.gyr, axis=1) > 1.0))
+    x = demo.columns(model.contract.names)
+    errors = {"settled": [], "plain": []}
+    for k in moving[len(moving) // 4::len(moving) // 4][:3]:
+        t = demo.t.copy()
+        t[k:] += 1.0
+        res = replay(dataclasses.replace(demo, t=t, gaps=[]), model)
+        assert res.resets == 1
+        q = quaternions(res)[k:]
+        np.testing.assert_allclose(q, settled(model, x[k:]), atol=1e-5)
+        plain = model.block(x[k:, None], model.init_state(1))[:, 0].astype(np.float64)
+        span = slice(int(0.5 * rate), int(2.5 * rate))
+        ref = demo.reference[k:][span]
+        errors["settled"].append(np.nanmean(inclination_error_deg(q[span], ref)))
+        errors["plain"].append(np.nanmean(inclination_error_deg(plain[span], ref)))
+    assert np.mean(errors["settled"]) < 0.5 * np.mean(errors["plain"]), errors
+
+
+# ------------------------------------------------------------------------------------ smaller items
+
+def _demo_lines(n=60):
+    return [l for l in DEMO.read_text().splitlines() if not l.startswith("#")][:n]
+
+
+def test_an_unused_text_column_is_ignored_and_listed(tmp_path):
+    lines = _demo_lines(400)
+    f = tmp_path / "labelled.csv"
+    f.write_text("\n".join([lines[0] + ",label"] + [l + ",walking" for l in lines[1:]]) + "\n")
+    rec = read_recording(f, check_units=False)
+    assert "label" not in rec.channels and any("ignored non-numeric column(s) label" in w for w in rec.warnings)
+    np.testing.assert_array_equal(rec.x, read_recording(DEMO, check_units=False).x[:len(rec)])
+
+
+def test_messages_carry_plain_numbers(tmp_path):
+    lines = _demo_lines()
+    lines[10], lines[11] = lines[11], lines[10]
+    f = tmp_path / "back.csv"
+    f.write_text("\n".join(lines) + "\n")
+    rc, _, err = run_replay(f)
+    assert rc == 2 and "t goes backwards" in err and "np.float" not in err
+
+
+def test_scores_refuse_nan_outputs_instead_of_skipping_them(demo, model):
+    """BROAD's nanmean would skip NaN estimates, so 1,800 NaN rows scored 0.338° against the clean 1.231°."""
+    from edge.replay import nonfinite_outputs, replay
+    from edge.tasks.attitude import view
+    res = replay(demo, model)
+    clean = view.metric(demo, res, model.meta)
+    assert clean["nonfinite_outputs"] == 0 and nonfinite_outputs(res) == 0 and clean["inclination_rmse_deg"] > 0
+    scored = np.flatnonzero(demo.scored & np.isfinite(demo.reference).all(1))
+    res.y[scored[100:400]] = np.nan                   # a broken stretch of estimates
+    broken = view.metric(demo, res, model.meta)
+    assert broken["inclination_rmse_deg"] is None and broken["nonfinite_outputs"] == 300
+    assert nonfinite_outputs(res) == 300
+    assert "refused" in view.summary_lines(broken)[0]

@@ -91,7 +91,8 @@ def test_frame_layout_matches_the_documented_bytes():
     (b"EF" + bytes([1, 0]) + struct.pack("<HHdd", 6, 200, 0, 0.01) + bytes(4800), "too_many_samples"),
     (b"\xff\xfe garbage", "bad_json"),
     (b'{"t": 1, "acc": [0, 0, 9.8], "gyr": [0, 0]', "bad_json"),
-    (b'{"t": 1, "acc": [0, 0, 9.8], "gyr": [0, 0]}', "bad_schema"),
+    (b'{"t": 1, "acc": [0, 0, 9.8], "gyr": [0, 0]}', "wrong_channels"),
+    (b'{"t": 1, "x": [0, 0, 9.8, 0, 0, 0, 0]}', "wrong_channels"),
     (b'{"t": 1, "acc": [0, 0, "x"], "gyr": [0, 0, 0]}', "bad_schema"),
     (b'{"t": true, "x": [0, 0, 9.8, 0, 0, 0]}', "bad_time"),
     (b'{"acc": [0, 0, 9.8], "gyr": [0, 0, 0]}', "bad_time"),
@@ -138,12 +139,37 @@ def imu_samples(n, seed, t0=0.0, rate=BUNDLE_HZ):
 
 
 def offline(model, t, x, gap_s):
-    """The documented rule computed independently: NaN rows not fed, reset after a gap."""
+    """The documented rule computed independently: NaN rows not fed, reset after a gap, and after a
+    reset the attitude's first second settled (gravity memory = running mean of x1, written out here)."""
     fed = np.isfinite(x).all(axis=1)
     t, x = t[fed], x[fed]
     cuts = np.flatnonzero(np.diff(t) > gap_s) + 1
-    ys = [model.block(seg[:, None, :], model.init_state(1))[:, 0].copy() for seg in np.split(x, cuts)]
+    ys = [model.block(seg[:, None, :], model.init_state(1))[:, 0].copy() if k == 0 else settled(model, seg)
+          for k, seg in enumerate(np.split(x, cuts))]
     return t, np.concatenate(ys)
+
+
+def settled(model, x):
+    """One stream from a reset: for its first second, one step at a time, the filter memories x1, x2,
+    y1, y2 set to the mean of the x1 (this sample's earth-frame acc) since the reset; then blocks."""
+    at, where = 0, {}
+    for s in model.meta["state"]:
+        where[s["name"]] = slice(at, at + int(np.prod(s["shape"])))
+        at += int(np.prod(s["shape"]))
+    state = model.init_state(1)
+    state[0, where["filter.started"]] = -1.0                # reset, not a first start
+    n = min(len(x), int(1.0 * model.meta["sample_rate_hz"]))
+    ys = []
+    for k in range(1, n + 1):
+        ys.append(model.step(x[k - 1:k], state)[0].copy())
+        y1, x1 = state[0, where["filter.y1"]], state[0, where["filter.x1"]]
+        mean = y1 + (x1 - y1) / np.float32(k)
+        for m in ("filter.x1", "filter.x2", "filter.y1", "filter.y2"):
+            state[0, where[m]] = mean
+        state[0, where["filter.started"]] = k + 2
+    state[0, where["filter.started"]] = 1.0 if n == int(1.0 * model.meta["sample_rate_hz"]) else n + 2
+    rest = model.block(x[n:, None, :], state)[:, 0].copy() if len(x) > n else np.empty((0, 4), np.float32)
+    return np.concatenate([np.array(ys).reshape(-1, 4), rest])
 
 
 def replayed(model, t, x, gap_s, rate_hz=200.0):

@@ -188,8 +188,10 @@ class JsonLayout:
 
 def _values(v, size, k, key) -> list:
     """A list of `size` numbers or nulls, checked (orjson gives int, float, None for those)."""
-    if type(v) is not list or len(v) != size:
+    if type(v) is not list:
         raise PayloadError("bad_schema", f"sample {k}: {key!r} must be a list of {size} numbers, got {str(v)[:60]}")
+    if len(v) != size:              # a device sending another channel count (docs/daemon.md: wrong_channels)
+        raise PayloadError("wrong_channels", f"sample {k}: {key!r} holds {len(v)} values, the bundle reads {size}")
     for e in v:
         if type(e) is not float and e is not None and type(e) is not int:
             raise PayloadError("bad_schema", f"sample {k}: {key!r} holds {e!r}, not a number")

@@ -308,6 +308,16 @@ class Pipeline:
             if reset:
                 self.table.reset(device)
                 self.counters.inc("gap_resets", self.cfg.name)
+                if hasattr(self.view, "restart"):   # the task feeds the first samples after a reset its way
+                    self.view.restart(self.model, self.table.rows[self.table.slot_of(device)])
+        if hasattr(self.view, "settling"):
+            for i, device in enumerate(ids):
+                n = min(self.view.settling(self.model, self.table.rows[slots[i]]), len(segs[i][0]))
+                if n:
+                    state = self.table.gather(slots[i:i + 1])
+                    outputs[device].append((segs[i][0][:n], self.view.settle(self.model, segs[i][1][:n], state)))
+                    self.table.scatter(slots[i:i + 1], state)
+                    segs[i] = (segs[i][0][n:], segs[i][1][n:])
         lengths = np.array([len(s[0]) for s in segs])
         order = np.argsort(lengths, kind="stable")
         done = 0
@@ -319,11 +329,11 @@ class Pipeline:
             x = np.stack([segs[i][1][done:done + T] for i in active], axis=1)       # [T, devices, C]
             state = self.table.gather(slots[active])
             t0 = time.perf_counter()
-            resets = []
-            y = self.model.block(x, state, resets)                                    # [T, devices, O]
+            guard = []
+            y = self.model.block(x, state, guard)                                     # [T, devices, O]
             if engine_hist is not None:
                 engine_hist(time.perf_counter() - t0)
-            for r in resets:                # the guard reset them before they are stored: never checkpointed
+            for r in guard:                 # the guard reset them before they are stored: never checkpointed
                 i = active[r.stream]
                 self.counters.inc("state_reset_nonfinite", self.cfg.name)
                 if self.log:

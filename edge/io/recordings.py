@@ -476,6 +476,9 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
         return rows + (0 if ends or not tail else 1), ends, body
 
     warn: list[str] = []
+    ignored: set[str] = set()          # extra columns holding text (labels, notes): not read, listed in a warning
+    read_columns = set(required) | set(REFERENCE_COLUMNS) | set(TIME_COLUMNS) | set(SCORED_COLUMNS)
+    k_date = -1 if date_col is None else date_col
     limit = None
     if not path.name.lower().endswith(".gz"):     # a last line cut mid-number that pyarrow would still read
         limit = _cut_last_line(path, offset, delimiter, ncol, date_col)
@@ -510,6 +513,10 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
                 warn.append(f"{path}, line {header_line + row}: truncated last line (incomplete number) dropped")
                 limit = body - offset
                 continue
+            if k_date != col and names[col] not in read_columns:     # text in a column nobody reads: leave it out
+                ignored.add(names[col])
+                types[names[col]] = pa.string()
+                continue
             what = "an ISO date-time (e.g. 2016-07-01 00:00:00)" if kind.startswith("timestamp") else "a number"
             where = "" if kind.startswith("timestamp") else f"column {names[col]}: "
             raise RecordingError(f"{where}{value!r} is not {what}", path, header_line + row) from None
@@ -535,7 +542,11 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
         raise RecordingError("no complete data line", path)
     rows_of_table = np.setdiff1d(np.arange(1, total + 1), [r for r, _, _ in skipped], assume_unique=True)
     cols = []
+    if ignored:
+        warn.append(f"{path}: ignored non-numeric column(s) {', '.join(n for n in names if n in ignored)} (not read)")
     for k, n in enumerate(names):
+        if n in ignored:
+            continue
         c = table.column(k)
         if k == date_col:
             cols.append(c.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / 1e3)
@@ -550,6 +561,9 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
     lines = header_line + rows_of_table.astype(np.int64)
 
     dates = None
+    if ignored:
+        date_col = None if date_col is None else [n for n in names if n not in ignored].index(names[date_col])
+        names = [n for n in names if n not in ignored]
     if date_col is not None:
         dates = values[:, date_col]
         values = np.delete(values, date_col, axis=1)
@@ -793,7 +807,7 @@ def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, 
         nonfinite = np.flatnonzero(~np.isfinite(t))
         if nonfinite.size:
             k = int(nonfinite[0])
-            raise RecordingError(f"{_sample_label(lines, k)}t is {t[k]} (time must be a finite number of seconds)",
+            raise RecordingError(f"{_sample_label(lines, k)}t is {float(t[k])} (time must be a finite number of seconds)",
                                  **_where(path, lines, k))
         dt = np.diff(t)
         back = np.flatnonzero(dt <= 0)
@@ -801,7 +815,7 @@ def _finish(path, raw: _Raw, acc_scale, gyr_scale, acc_unit, gyr_unit, rate_hz, 
             k = int(back[0]) + 1
             what = "repeats" if dt[k - 1] == 0 else "goes backwards"
             prev = "" if lines is None else f" on line {lines[k - 1]}"
-            raise RecordingError(f"{_sample_label(lines, k)}t {what}: {t[k]!r} after {t[k - 1]!r}{prev}",
+            raise RecordingError(f"{_sample_label(lines, k)}t {what}: {float(t[k])!r} after {float(t[k - 1])!r}{prev}",
                                  **_where(path, lines, k))
         measured = 1.0 / float(np.median(dt)) if n > 1 else None
         if rate_hz is None:

@@ -8,7 +8,10 @@ themselves; a task package imports the runtime (``edge.bundle``, ``edge.runtime`
   ``metric(rec, res, meta) -> dict | None``, ``summary_lines(metric) -> [str]``,
   ``plot(rec, res, path, title, metric, meta)``, and optionally ``extra_columns(res)`` (more output
   columns), ``summary_fields(metric)`` (top-level summary keys), ``carry(y, meta, x, lag_s, rows)``
-  (a causal correction of outputs mapped back from a resampled grid);
+  (a causal correction of outputs mapped back from a resampled grid), and ``restart(model, row)``,
+  ``settling(model, row) -> n``, ``settle(model, x, state) -> y`` (how a stream is fed for a while
+  after a state reset: attitude re-levels from the accelerometer's running mean; `edge.replay` and
+  the daemon call them at every reset);
 * ``overlay``: something marked on any replay when asked (``add_replay_arguments(parser)``,
   ``wanted(args)``, ``check(args)``, ``metric(rec, res, meta, args)``, ``summary_lines``, ``plot``);
 * ``cli``: a task that replays its own kind of file (``claims(model) -> bool``, ``run_replay(args)``).

@@ -15,6 +15,7 @@ import numpy as np
 from edge.quaternion import quat_from_rotvec, quat_multiply, quat_normalize, quat_to_roll_pitch
 from edge.tasks import QUAT_NAMES
 from edge.tasks.attitude.metric import inclination_error_deg, inclination_rmse
+from edge.tasks.attitude.settle import restart, settle, settling  # noqa: F401  (the registry's restart hooks)
 
 
 def quaternion_columns(meta: dict) -> list | None:
