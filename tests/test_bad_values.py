@@ -280,7 +280,7 @@ def test_gyr_unit_deg_s_on_a_rad_s_file_is_refused_with_the_fix():
 
 
 def test_gyro_rate_ratio_is_about_one_and_57_apart_for_the_wrong_unit(demo):
-    from edge.io.recordings import GYR_RATIO_HIGH, GYR_RATIO_LOW, gyro_rate_ratio
+    from edge.validate import GYR_RATIO_HIGH, GYR_RATIO_LOW, gyro_rate_ratio
     right, windows = gyro_rate_ratio(demo.acc, demo.gyr, demo.rate_hz)
     assert windows >= 100 and 0.8 < right < 3.0
     as_deg, _ = gyro_rate_ratio(demo.acc, demo.gyr * (math.pi / 180), demo.rate_hz)    # rad/s read as deg/s

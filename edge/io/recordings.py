@@ -66,6 +66,7 @@ import numpy as np
 
 from edge.io.atomic import atomic_write
 from edge.quaternion import quat_normalize, quat_slerp
+from edge.validate import GYR_RATIO_HIGH, GYR_RATIO_LOW, STANDARD_GRAVITY, gyro_rate_ratio
 
 __all__ = [
     "Recording", "RecordingError", "RecordingWarning", "read_recording", "write_recording_csv",
@@ -83,7 +84,6 @@ DATE_COLUMNS = ("date", "datetime", "timestamp")      # ISO date-time strings ->
 KNOWN_UNITS = {"mag_x": "uT", "mag_y": "uT", "mag_z": "uT"}      # extra channels with a known unit
 SCORED_COLUMNS = ("movement", "scored")
 
-STANDARD_GRAVITY = 9.80665          # m/s² per g, for unit conversion
 ACC_UNITS = {"m/s^2": 1.0, "m/s2": 1.0, "g": STANDARD_GRAVITY}
 GYR_UNITS = {"rad/s": 1.0, "deg/s": math.pi / 180.0, "dps": math.pi / 180.0}
 ACC_NORM_RANGE = (7.0, 13.0)        # plausible median |acc| in m/s² (mostly at rest or slow motion)
@@ -934,55 +934,6 @@ def _check_units(path, x, valid, lines, acc_unit, gyr_unit, rate_hz):
         raise RecordingError(f"the accelerometer's direction turns {ratio:.3g}× as fast as the gyroscope read as "
                              f"{gyr_unit} says (median over {windows} moments of motion; about 1 when the unit is "
                              f"right, 57.3 apart for rad/s vs deg/s); {fix}", path)
-
-
-# ------------------------------------------------------------------------------ gyroscope unit sanity
-
-GYR_RATIO_WINDOW_S = 0.05            # the acc direction is compared between two such means
-GYR_RATIO_MIN_WINDOWS = 50           # fewer turns than this: no verdict
-GYR_RATIO_HIGH, GYR_RATIO_LOW = 20.0, 0.25   # beyond: the gyro's unit is off by 57.3× (see gyro_rate_ratio)
-
-
-def gyro_rate_ratio(acc, gyr, rate_hz: float, valid=None):
-    """How much faster the accelerometer's direction turns than the gyroscope says, during motion:
-    (median ratio, windows) or (None, windows) when too few windows qualify.
-
-    With gravity dominating the accelerometer, its direction u turns by the gyro's rotation
-    (du/dt = -ω × u). Over pairs of adjacent means of ``GYR_RATIO_WINDOW_S`` with |acc| within 15 %
-    of g and an acc-implied turn rate above 0.5 rad/s, the ratio of the acc turn angle to
-    |∫ω dt × u| is 1 for a right unit; linear accelerations bias it up. On the 30 BROAD trials it
-    lies between 1.2 and 6.6; with rad/s read as deg/s between 68 and 380; deg/s read as rad/s puts
-    it at 1/57 of the right value (≤ 0.12). `GYR_RATIO_HIGH` and `GYR_RATIO_LOW` sit between."""
-    acc = np.asarray(acc, np.float64)
-    gyr = np.asarray(gyr, np.float64)
-    n = len(acc)
-    L = max(1, int(round(GYR_RATIO_WINDOW_S * rate_hz)))
-    if n < 4 * L:
-        return None, 0
-    if valid is None:
-        valid = np.isfinite(acc).all(axis=1) & np.isfinite(gyr).all(axis=1)
-    a = np.where(valid[:, None], acc, 0.0)
-    w = np.where(valid[:, None], gyr, 0.0)
-    ca = np.cumsum(np.r_[np.zeros((1, 3)), a], axis=0)
-    cw = np.cumsum(np.r_[np.zeros((1, 3)), w], axis=0)
-    cbad = np.cumsum(np.r_[0, (~valid).astype(np.int64)])
-    mean = (ca[L:] - ca[:-L]) / L                           # acc mean over [k, k + L)
-    k = np.arange(0, n - 2 * L, max(1, L // 2))
-    a0, a1 = mean[k], mean[k + L]
-    n0, n1 = np.linalg.norm(a0, axis=1), np.linalg.norm(a1, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        u0, u1 = a0 / n0[:, None], a1 / n1[:, None]
-        theta = np.arccos(np.clip((u0 * u1).sum(axis=1), -1.0, 1.0))
-        turn = (cw[k + L + L // 2] - cw[k + L // 2]) / rate_hz      # the gyro's rotation between the two centres
-        um = u0 + u1
-        um /= np.linalg.norm(um, axis=1)[:, None]
-        phi = np.linalg.norm(np.cross(turn, um), axis=1)
-        ok = ((cbad[k + 2 * L] == cbad[k]) & (np.abs(n0 / STANDARD_GRAVITY - 1) < 0.15)
-              & (np.abs(n1 / STANDARD_GRAVITY - 1) < 0.15) & (theta * rate_hz / L > 0.5) & (phi > 0))
-    windows = int(ok.sum())
-    if windows < GYR_RATIO_MIN_WINDOWS:
-        return None, windows
-    return float(np.median(theta[ok] / phi[ok])), windows
 
 
 # ------------------------------------------------------------------------------------ resampling
