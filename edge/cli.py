@@ -157,6 +157,7 @@ TRAINERS = {
     "anomaly": "edge.tasks.anomaly.tune",
     "ett-forecast": "edge.models.training.forecast",
     "forecast": "edge.models.training.series_forecast",
+    "classify": "edge.models.training.series_classify",
 }
 
 

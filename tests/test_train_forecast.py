@@ -76,3 +76,36 @@ def test_split_period_and_seasonal_naive():
     assert detect_period(z, 200) == 24
     f = seasonal_naive(z, np.array([100]), 30, 24)
     np.testing.assert_array_equal(f[0, :, 0], np.r_[z[77:101, 0], z[77:83, 0]])   # the last 24 rows, repeated
+
+
+def test_train_classify_grouped_split_beats_the_majority_class_and_replays(tmp_path):
+    """Three classes told apart by frequency and level, 6 subjects: whole subjects per split; the
+    bundle emits one probability per class every row."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "cls.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t", "subject", "label", "a", "b"])
+        i = 0
+        for subject in range(6):
+            for seg in range(4):
+                c = (subject + seg) % 3
+                k = np.arange(150)
+                a = np.sin(2 * np.pi * (0.05, 0.15, 0.3)[c] * k) + 0.3 * rng.standard_normal(150)
+                b = 0.5 * (c == 2) + 0.3 * rng.standard_normal(150)
+                for x, y in zip(a, b):
+                    w.writerow([f"{0.02 * i:.2f}", subject, c, f"{x:.5f}", f"{y:.5f}"])
+                    i += 1
+    bundle = tmp_path / "c.onnx"
+    r = json.loads(edge("train", "classify", data, "--label", "label", "--group", "subject", "--window", 40,
+                        "--out", bundle, "--json"))
+    assert r["grouped"] and r["split_rows"] == {"train": 2400, "val": 600, "test": 600}   # 4, 1, 1 subjects
+    acc = r["accuracy"]
+    assert acc["majority class"]["test"] < 0.5 < acc["edge LMU classifier"]["test"]
+    out = tmp_path / "out.csv"
+    edge("replay", data, "--model", bundle, "--output", out)
+    with open(out) as f:
+        rows = list(csv.reader(f))
+    assert rows[0][1:4] == ["class_0", "class_1", "class_2"] and len(rows) == 1 + 3600
+    p = np.array([row[1:4] for row in rows[1:]], dtype=np.float64)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)

@@ -90,7 +90,7 @@ def train(args) -> dict:
     steps.update()
     table = {name: score_by_horizon(f, test_truth, args.report_horizons) for name, f in forecasts.items()}
     ls = [n for n in table if n.startswith("least squares")]
-    stronger = min(ls, key=lambda n: table[n][H]["mse"])
+    stronger = {h: min(ls, key=lambda n: table[n][h]["mse"]) for h in args.report_horizons}
     ours = table["edge LMU forecaster"]
     out = Path(args.out) if args.out else Path("runs") / "forecast" / f"{Path(args.data).name.split('.')[0]}.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def train(args) -> dict:
             "validation": [{"theta": c["theta"], "mse": c["val_mse"], "train_origins": c["origins"]} for c in candidates],
             "chosen_theta": best["theta"], "test_origins": int(len(test_origins)), "test": table,
             "stronger_least_squares": stronger,
-            "beats_stronger_least_squares": {h: ours[h]["mse"] < table[stronger][h]["mse"] for h in args.report_horizons},
+            "beats_stronger_least_squares": {h: ours[h]["mse"] < table[n][h]["mse"] for h, n in stronger.items()},
             "parity": meta.get("parity"), "wall_s": round(time.time() - start, 1)}
 
 
@@ -134,8 +134,9 @@ def format_report(r: dict) -> str:
     for name, row in r["test"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[h]['mse']:.4f} / {row[h]['mae']:.4f}" for h in hs) + " |")
     beats = r["beats_stronger_least_squares"]
-    lines.append(f"stronger least squares: {r['stronger_least_squares']}; the edge forecaster "
-                 + ", ".join(f"H{h} {'beats' if b else 'does not beat'} it" for h, b in beats.items()))
+    lines.append("against the stronger least squares at each horizon, the edge forecaster: " + "; ".join(
+        f"H{h} {'beats' if b else 'does not beat'} {r['stronger_least_squares'][h].removeprefix('least squares, ')}"
+        for h, b in beats.items()))
     return "\n".join(lines)
 
 

@@ -164,20 +164,20 @@ def best_threshold(files, weights: dict) -> float:
 
 def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(times, values) of a NAB data file (``timestamp,value``)."""
-    times, values = _read_columns(path, ("timestamp", "value"))
-    try:
-        return parse_times(times, str(path)), np.array(values, dtype=np.float64)
-    except ValueError as e:
-        raise NABError(f"{path}: a value that is not a number: {e}") from None
+    return _read_timed(path, "value")
 
 
 def read_results(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(times, anomaly scores) of a results file (``timestamp,…,anomaly_score``; .gz read as gzip)."""
-    times, scores = _read_columns(path, ("timestamp", "anomaly_score"))
+    return _read_timed(path, "anomaly_score")
+
+
+def _read_timed(path: Path, column: str) -> tuple[np.ndarray, np.ndarray]:
+    times, values = _read_columns(path, ("timestamp", column))
     try:
-        return parse_times(times, str(path)), np.array(scores, dtype=np.float64)
+        return parse_times(times, str(path)), np.array(values, dtype=np.float64)
     except ValueError as e:
-        raise NABError(f"{path}: an anomaly score that is not a number: {e}") from None
+        raise NABError(f"{path}: a {column} that is not a number: {e}") from None
 
 
 def _read_columns(path: Path, names) -> list[list[str]]:
