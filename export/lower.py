@@ -189,7 +189,7 @@ def _lower(p: Program, m: nn.Module, x: str, path: str, state: str) -> str:
                       w_ih=p.weight(path, "w_ih", r.weight_ih_l0), w_hh=p.weight(path, "w_hh", r.weight_hh_l0),
                       b_ih=p.weight(path, "b_ih", r.bias_ih_l0), b_hh=p.weight(path, "b_hh", r.bias_hh_l0))
     if isinstance(m, LMU):
-        u = _dense(p, x, m.encoder, sub("encoder"))
+        u = _dense(p, x, m.encoder, sub("encoder"), act=m.encoder_activation)
         mem = _memory(p, u, m.memory, sub("memory"), state)
         cat = p.emit("concat", _size(p, mem) + _size(p, x), ins=[mem, x])
         return _dense(p, cat, m.hidden, sub("hidden"), act=m.activation)

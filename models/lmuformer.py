@@ -6,6 +6,11 @@ Differences from the reference code, on purpose: every convolution is causal (th
 centred kernels look 5 frames ahead), nothing depends on a fixed sequence length, and the
 streaming step applies exactly the BatchNorms and LIF neurons the parallel face applies, in O(1)
 per step. BatchNorm acts on the channel axis and is folded into neighbouring weights at export.
+
+Two departures from the paper's ANN LMUFormer are options, off by default because the shipped
+bundles were trained without them (measured in docs/models.md): the LMU encoder is linear
+(`encoder_activation="relu"` is the paper's u = ReLU(W_u x)), and the channel mixer ends at its
+BatchNorm (`mixer_activation="relu"` adds the reference ConvFFN's ReLU after fc2's BatchNorm).
 """
 import torch
 from torch import nn
@@ -46,15 +51,16 @@ def spiking_patch_embedding(in_channels, dim, layers=4, kernel_size=3):
     return Stack(*parts, Residual(rpe))
 
 
-def lmu_token_mixer(dim, order, theta):
-    """BN(W_o · ReLU(W_h [m; x])) with m the Legendre memory of a linear projection of x."""
-    return Stack(LMU(dim, dim, order, theta, activation="relu"), _linear(dim, dim), _norm(dim))
+def lmu_token_mixer(dim, order, theta, encoder_activation="identity"):
+    """BN(W_o · ReLU(W_h [m; x])) with m the Legendre memory of f_u(W_u x)."""
+    return Stack(LMU(dim, dim, order, theta, activation="relu", encoder_activation=encoder_activation),
+                 _linear(dim, dim), _norm(dim))
 
 
-def conv_channel_mixer(dim, ratio=4):
-    """1×1 convs dim → ratio·dim → dim with BN and GELU: pointwise in time, no state."""
-    return Stack(_linear(dim, ratio * dim), _norm(ratio * dim), _act("gelu"),
-                 _linear(ratio * dim, dim), _norm(dim))
+def conv_channel_mixer(dim, ratio=4, output_activation="identity"):
+    """f(BN(W_2 · GELU(BN(W_1 x)))), 1×1 convs dim → ratio·dim → dim: pointwise in time, no state."""
+    parts = [_linear(dim, ratio * dim), _norm(ratio * dim), _act("gelu"), _linear(ratio * dim, dim), _norm(dim)]
+    return Stack(*parts, *([_act(output_activation)] if output_activation != "identity" else []))
 
 
 class SpikingLMU(nn.Module):
@@ -106,10 +112,12 @@ def spiking_channel_mixer(dim, ratio=4):
 
 class LMUFormer(Stack):
     def __init__(self, in_channels: int, dim: int, head: nn.Module, depth: int = 1, order: int = 64,
-                 theta: float = 64.0, embed_layers: int = 4, kernel_size: int = 3, mlp_ratio: int = 4):
+                 theta: float = 64.0, embed_layers: int = 4, kernel_size: int = 3, mlp_ratio: int = 4,
+                 encoder_activation: str = "identity", mixer_activation: str = "identity"):
         blocks = []
         for _ in range(depth):
-            blocks += [Residual(lmu_token_mixer(dim, order, theta)), Residual(conv_channel_mixer(dim, mlp_ratio))]
+            blocks += [Residual(lmu_token_mixer(dim, order, theta, encoder_activation)),
+                       Residual(conv_channel_mixer(dim, mlp_ratio, mixer_activation))]
         super().__init__(conv_patch_embedding(in_channels, dim, embed_layers, kernel_size), *blocks,
                          _norm(dim), head)
 

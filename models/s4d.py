@@ -1,7 +1,8 @@
 """S4D: a diagonal state-space layer (Gu, Gupta, Goel, Ré 2022), after the minimal `s4d.py`.
 
 Per channel h and complex mode n:  x' = Ā x + B̄ u,  y = 2·Re(Σ_n C_n x'_n) + D u,
-with Ā = exp(Δ A), B̄ = (Ā − 1)/A (zero-order hold, B ≡ 1), then GELU and a 1×1 projection to 2H
+with Ā = exp(Δ A), B̄ = (Ā − 1)/A (zero-order hold, B ≡ 1; `discretization="bilinear"` gives
+Ā = (1 + ΔA/2)/(1 − ΔA/2), B̄ = Δ/(1 − ΔA/2) instead), then GELU and a 1×1 projection to 2H
 followed by a GLU. Training convolves with the kernel K_l = 2·Re(Σ_n C_n B̄_n Ā_n^l) via FFT; the
 streaming step keeps each complex mode as a (real, imaginary) pair so that ONNX and the Numba
 kernels stay real-valued.
@@ -35,16 +36,39 @@ def vandermonde(A, L: int, block: int = 128):
     return (outer[..., :, None] * inner[..., None, :]).flatten(-2)[..., :L]
 
 
+def init_imag(init: str, state_size: int):
+    """Im A_n, n = 0..N/2−1: S4D-Lin πn; S4D-Inv (N/π)(N/(2n+1) − 1) (float32, as the parameter)."""
+    n = torch.arange(state_size // 2, dtype=torch.float64)  # float64, rounded once: N/(2n+1) − 1 cancels
+    imag = math.pi * n if init == "lin" else (state_size / math.pi) * (state_size / (2 * n + 1) - 1)
+    return imag.float()
+
+
+def zoh(A, dt):
+    """Zero-order hold of x' = A x + u (B ≡ 1): Ā = exp(ΔA), B̄ = (ΔA)⁻¹(exp(ΔA) − 1)Δ = (Ā − 1)/A."""
+    A_bar = torch.exp(A * dt)
+    return A_bar, (A_bar - 1) / A
+
+
+def bilinear(A, dt):
+    """Bilinear (Tustin): Ā = (1 + ΔA/2)/(1 − ΔA/2), B̄ = Δ/(1 − ΔA/2)."""
+    half = A * dt / 2
+    return (1 + half) / (1 - half), dt / (1 - half)
+
+
+DISCRETIZATIONS = {"zoh": zoh, "bilinear": bilinear}
+
+
 class S4D(nn.Module):
     def __init__(self, channels: int, state_size: int = 64, init: str = "lin",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, discretization: str = "zoh"):
         super().__init__()
         if init not in ("lin", "inv"):
             raise ValueError(f"S4D init must be 'lin' or 'inv', got {init!r}")
+        if discretization not in DISCRETIZATIONS:
+            raise ValueError(f"S4D discretization must be one of {sorted(DISCRETIZATIONS)}, got {discretization!r}")
         H, N = channels, state_size // 2
-        self.channels, self.modes, self.init = H, N, init
-        n = torch.arange(N, dtype=torch.float32)
-        imag = math.pi * n if init == "lin" else (state_size / math.pi) * (state_size / (2 * n + 1) - 1)
+        self.channels, self.modes, self.init, self.discretization = H, N, init, discretization
+        imag = init_imag(init, state_size)
         log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         self.log_dt = nn.Parameter(log_dt)                                   # (H,)
         self.log_A_real = nn.Parameter(torch.full((H, N), math.log(0.5)))    # Re A = −exp(.)
@@ -57,11 +81,11 @@ class S4D(nn.Module):
 
     def discrete(self):
         """Ā, B̄·C as complex128, with Ā rounded through float32 exactly as the step stores it."""
-        A = torch.complex(-torch.exp(self.log_A_real), self.A_imag).to(torch.complex128)
-        dtA = A * torch.exp(self.log_dt).double()[:, None]
-        A_bar = torch.exp(dtA)
+        # float64 from the parameters on: exp in float32 would put an extra rounding into Δ and Re A
+        A = torch.complex(-torch.exp(self.log_A_real.double()), self.A_imag.double())
+        dt = torch.exp(self.log_dt.double())[:, None]
+        A_bar, B_bar = DISCRETIZATIONS[self.discretization](A, dt)
         A_bar = torch.complex(A_bar.real.float().double(), A_bar.imag.float().double())
-        B_bar = (torch.exp(dtA) - 1) / A
         B_bar = torch.complex(B_bar.real.float().double(), B_bar.imag.float().double())
         C = torch.view_as_complex(self.C.double().contiguous())
         return A_bar, B_bar, C
