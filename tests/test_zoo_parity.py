@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from edge.models import (GRU, LIF, LMU, LSTM, S4D, CausalConv1d, ClassifierHead, ChannelNorm, ForecastHead,
-                         LMUFormer, Pointwise, QuaternionHead, RecurrentLMU, SpikingLMUFormer, Stack, unroll)
+                         LMUFormer, Pointwise, QuaternionHead, RecurrentLMU, SpikingLMU, SpikingLMUFormer, Stack,
+                         unroll)
 
 LENGTHS = [1, 7, 300, 1237]  # 1237: a length no layer was built or trained for
 TOL = 1e-5
@@ -134,15 +135,34 @@ def randomise_batchnorm(model):
             m.bn.bias.data.uniform_(-0.2, 0.6)
 
 
-def spike_trains(model, x, face):
-    """Run one face, recording every LIF's output spikes. Both faces drive each LIF through its
-    `step` (the parallel face loops it over T), so wrapping `step` sees every spike either way."""
-    trains = {}
+EPS32 = 2.0 ** -24  # float32 unit roundoff
+
+
+def spike_trains(model, x, face, ties=None):
+    """Run one face, recording at every LIF its input current X, its charged potential
+    H = V + (X − V)/τ and its spikes, each (B, T, C). Both faces drive each LIF through its `step`
+    (the parallel face loops it over T), so wrapping `step` sees every call either way.
+
+    With `ties` ({name: (spikes of the other face, bound)}), a neuron whose H lies within `bound`
+    of the threshold takes the other face's spike: rounding cannot decide such a tie, and letting
+    it go either way would make the two runs diverge from there on. Returns the output, the
+    records {name: {"x", "h", "s"}} and the number of ties so decided."""
+    records, decided = {}, [0]
     lifs = {name: m for name, m in model.named_modules() if isinstance(m, LIF)}
     for name, m in lifs.items():
-        def step(x_, s_, orig=m.step, name=name):
+        def step(x_, s_, orig=m.step, name=name, lif=m):
+            h = s_["v"] + (x_ - s_["v"]) / lif.tau  # the charge, as the neuron computes it
             y_, s2 = orig(x_, s_)
-            trains.setdefault(name, []).append(y_.clone())
+            rec = records.setdefault(name, {"x": [], "h": [], "s": []})
+            if ties is not None:
+                other, bound = ties[name]
+                tie = (h - lif.threshold).abs() <= bound
+                if tie.any():
+                    y_ = torch.where(tie, other[:, len(rec["s"])], y_)
+                    s2 = {"v": h * (1 - y_)}
+                    decided[0] += int(tie.sum())
+            for key, value in (("x", x_), ("h", h), ("s", y_)):
+                rec[key].append(value.clone())
             return y_, s2
         m.step = step
     try:
@@ -151,29 +171,64 @@ def spike_trains(model, x, face):
     finally:
         for m in lifs.values():
             del m.step
-    return y, {k: torch.stack(v, 1) for k, v in trains.items()}
+    return y, {k: {f: torch.stack(v, 1) for f, v in rec.items()} for k, rec in records.items()}, decided[0]
 
 
-@pytest.mark.parametrize("T", [1, 7, 300])
-@settings(max_examples=8)
-@given(seed=st.integers(0, 2**16), dim=st.sampled_from([8, 16]), order=st.integers(4, 32))
+def potential_bound(model, T):
+    """How far the two float32 faces' potentials H can be apart, per unit of input current.
+
+    The faces compute the same real numbers in different orders: an FFT convolution against the
+    recurrence m_t = Ā m_{t−1} + B̄ u_t for the memory, conv1d against an einsum, batched against
+    single-row matmuls. To first order each float32 operation errs by at most EPS32 times its
+    operands' size (taken as the LIF's largest input current: every gain on the way is a BatchNorm
+    of 1.5-3 over a sum that the current itself is). A step of the recurrence adds order + 1 such
+    errors, and the error made k steps ago is carried by Ā^k, so the memory is off by at most
+    (order + 1)·Σ_{k<T} ‖Ā^k‖_∞ (computed below; 106 for order 32 against T = 300); the FFT face's
+    error, ~log2(2T)·EPS32 per output (Higham, Accuracy and Stability, §24.1), is smaller. Then at most
+    `fan_in` more for the largest dot product after it. The LIF's charge is a convex combination of
+    past currents (weights (1/τ)(1 − 1/τ)^k summing below 1): no amplification. Two faces, each that
+    far from the exact value: twice the sum. Measured gaps are ~1e-3 of this worst case."""
+    lmu = next(m for m in model.modules() if isinstance(m, SpikingLMU))
+    A, power, carried = lmu.memory.A_bar.double(), torch.eye(lmu.memory.order, dtype=torch.float64), 0.0
+    for _ in range(T):
+        carried += power.abs().sum(1).max().item()
+        power = power @ A
+    fan_in = max(m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return 2 * ((lmu.memory.order + 1) * carried + fan_in) * EPS32
+
+
+# (T, seed, dim, order): fixed cases, so every run checks the same ones. At T = 300 the neurons fire at
+# 5-20 % and ~0.1 % of the potentials fall within the bound of the threshold (at most 1 %, asserted)
+SPIKING_CASES = [(1, 0, 8, 4), (7, 1, 16, 17), (300, 2, 8, 32), (300, 3, 16, 12), (300, 4, 16, 24)]
+
+
+@pytest.mark.parametrize("T,seed,dim,order", SPIKING_CASES)
 def test_spiking_lmuformer_identical_spikes(T, seed, dim, order):
-    """Float64, because spike identity is a discrete property: in float32 a membrane within one
-    rounding step of the threshold could fire in one face and not the other (a tie the math does not
-    decide). The float32 outputs are checked to tolerance below."""
+    """In float32 the two faces' potentials agree to `potential_bound` × the largest input current
+    of that LIF, and so their spikes are identical wherever the potential is farther than that from
+    the threshold; the ties within it, which rounding cannot decide, are decided alike (see
+    `spike_trains`). It replaces a hypothesis test in float64 that required identical spikes with no
+    tolerance, reported flaky at T = 300 (issue 13): one spike within rounding of the threshold
+    flipping is enough for the two runs to diverge from there on."""
     torch.manual_seed(seed)
     model = SpikingLMUFormer(6, dim, ClassifierHead(dim, 4), depth=1, order=order, theta=float(order))
     randomise_batchnorm(model)
-    model = model.double().eval()
-    x = 1.5 * torch.randn(2, T, 6, dtype=torch.float64)
-    y_f, spikes_f = spike_trains(model, x, "forward")
-    y_s, spikes_s = spike_trains(model, x, "step")
-    assert spikes_f.keys() == spikes_s.keys() and len(spikes_f) == len(model.lif_layers())
-    for name in spikes_f:
-        assert torch.equal(spikes_f[name], spikes_s[name]), f"spike trains differ at {name}"
-    assert max_rel_err(y_s, y_f) <= 1e-9
+    model.eval()
+    x = 1.5 * torch.randn(2, T, 6)
+    y_f, forward, _ = spike_trains(model, x, "forward")
+    per_current = potential_bound(model, T)
+    bounds = {name: per_current * max(1.0, r["x"].abs().max().item()) for name, r in forward.items()}
+    y_s, step, decided = spike_trains(model, x, "step", {k: (r["s"], bounds[k]) for k, r in forward.items()})
+    assert forward.keys() == step.keys() and len(forward) == len(model.lif_layers())
+    for name in forward:
+        gap = (forward[name]["h"] - step[name]["h"]).abs().max().item()
+        assert gap <= bounds[name], f"{name}: potentials {gap:.2e} apart, bound {bounds[name]:.2e}"
+        assert torch.equal(forward[name]["s"], step[name]["s"]), f"spike trains differ at {name}"
+    total = sum(r["s"].numel() for r in forward.values())
+    assert decided <= max(2, 1e-2 * total), f"{decided} of {total} potentials within the bound: it is too loose"
+    assert max_rel_err(y_s, y_f) <= 1e-5
     if T >= 300:
-        rate = torch.cat([s.flatten() for s in spikes_f.values()]).mean().item()
+        rate = torch.cat([r["s"].flatten() for r in forward.values()]).mean().item()
         assert 0.02 <= rate <= 0.5, f"spike rate {rate:.3f}: the test must see neurons firing"
 
 
