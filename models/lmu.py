@@ -96,9 +96,9 @@ class LMU(nn.Module):
         u = f_u(W_u x + b_u);  m = LegendreMemory(u);  y = f(W_h [m; x] + b_h).
 
     The memory is LTI in u whatever f_u is (f_u acts per sample), so either trains by FFT
-    convolution. The paper's f_u and LMUFormer's is ReLU; the default here is the identity, a
-    departure measured in docs/models.md: with one memory channel a ReLU encoder cannot pass the
-    negative half of a signal into the memory, and the shipped forecasters fit a linear encoder.
+    convolution. The paper's f_u (and LMUFormer's) is ReLU; the default here is the identity, a
+    departure measured in docs/models.md: the two learn alike, and the shipped forecasters need
+    the memory to hold the signal itself (their readout is fitted in closed form over a linear model).
     """
 
     def __init__(self, input_size: int, hidden_size: int, order: int, theta: float,

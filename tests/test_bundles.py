@@ -47,6 +47,8 @@ def zoo():
         "spiking_lmu": randomise_batchnorm(Stack(SpikingLMU(6, 16, 16, 40.0))),
         "lmuformer": randomise_batchnorm(LMUFormer(6, 32, ClassifierHead(32, 5, running_mean=True), depth=2,
                                                    order=32, theta=64.0)),
+        "lmuformer_paper_relus": randomise_batchnorm(LMUFormer(6, 16, ClassifierHead(16, 5), order=16, theta=32.0,
+                                                               encoder_activation="relu", mixer_activation="relu")),
         "spiking_lmuformer": randomise_batchnorm(SpikingLMUFormer(6, 32, ClassifierHead(32, 5), depth=1,
                                                                   order=32, theta=64.0)),
     }
