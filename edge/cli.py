@@ -11,7 +11,7 @@ EPILOG = """examples:
   edge inspect model.onnx            what a bundle holds: channels, state, cost per step
   edge bench model.onnx              µs per stream-sample on every engine, against the FLOP floor
   edge demo                          build, export and run each model of the zoo (needs torch)
-  edge replay /work/shared/data/ett/ETTh1.csv --model ett-forecast --plot f.png
+  edge replay ../shared/data/ett/ETTh1.csv --model ett-forecast --plot f.png
                                      the next 720 hours of every channel, every hour: MSE by horizon, plot
   edge replay examples/har-watch-demo.csv --model har-watch --plot har.png
                                      class probabilities every sample of a watch recording
