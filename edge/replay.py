@@ -406,8 +406,6 @@ def run(args) -> int:
             return own.run_replay(args)
     import warnings
 
-    import numpy as np
-
     from edge import load
     from edge.io.recordings import RecordingWarning, read_recording
     from edge.runtime import InputError

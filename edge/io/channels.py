@@ -18,8 +18,6 @@ _UNIT_FACTORS = {("m/s^2", "g"): 1.0 / STANDARD_GRAVITY, ("g", "m/s^2"): STANDAR
 def select_inputs(rec, meta: dict, label: str):
     """The recording's channels that the bundle reads, as float32 ``[N, C]`` in the bundle's order
     and units. Raises InputError listing every missing channel."""
-    import numpy as np
-
     wanted = [str(c.get("name", "")) for c in meta["inputs"]]
     have = {c.lower(): i for i, c in enumerate(rec.channels)}
     missing = [w for w in wanted if w.lower() not in have]

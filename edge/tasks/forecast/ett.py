@@ -7,11 +7,11 @@ MSE and MAE on the normalised test set. A forecast made after row t covers rows 
 test set scores every origin t whose H targets all lie in the test split (2,880 - H + 1 of them).
 """
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from edge.io.datasets import CHANNELS, DATASETS, dataset_path, ett_root, read_ett, split_borders  # noqa: F401
+from edge.io.datasets import CHANNELS, dataset_path, read_ett, split_borders
+from edge.io.recordings import RecordingError
 
 TARGET = "OT"
 HORIZONS = (24, 48, 168, 336, 720)
