@@ -241,7 +241,8 @@ def _lower(p: Program, m: nn.Module, x: str, path: str, state: str) -> str:
     if isinstance(m, ClassifierHead):
         logits = _dense(p, x, m.linear, sub("linear"))
         if m.running_mean:
-            s, c = p.add_state(state + "sum", [m.classes]), p.add_state(state + "count", [1])
+            # float32 hi + lo pairs (rows of [2, n]): exact over 2^48 samples (docs/bundle.md)
+            s, c = p.add_state(state + "sum", [2, m.classes]), p.add_state(state + "count", [2])
             logits = p.emit("running_mean", m.classes, **{"in": logits}, state_sum=s, state_count=c)
         return p.emit("softmax", m.classes, **{"in": logits}) if m.probabilities else logits
     raise ExportError(f"cannot export {type(m).__name__} at {path or 'the top'}: no step kernel for it")

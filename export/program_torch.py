@@ -13,6 +13,18 @@ from edge.models.activations import ACTIVATIONS
 from edge.models.attitude import FILTER_STATE, attitude_filter_step, tilt_correct
 
 
+def _pair(s, dim):
+    """float32 hi + lo (stacked along dim) as one float64."""
+    hi, lo = s.double().unbind(dim)
+    return hi + lo
+
+
+def _split(v, dim):
+    """float64 -> float32 hi + lo stacked along dim: hi = f32(v), lo = f32(v − hi)."""
+    hi = v.float()
+    return torch.stack([hi, (v - hi.double()).float()], dim)
+
+
 class ProgramModule(nn.Module):
     def __init__(self, program: dict, weights: dict, state_spec: list):
         super().__init__()
@@ -84,9 +96,11 @@ class ProgramModule(nn.Module):
                 window = torch.cat([state[op["state_buf"]], regs[op["in"]][..., None]], -1)  # (B, I, k)
                 y = F.linear(window.flatten(1), self.w(op["weight"]).flatten(1), self.w(op["bias"]))
                 state[op["state_buf"]], regs[op["out"]] = window[..., 1:], y
-            elif kind == "running_mean":
-                total, count = state[op["state_sum"]] + regs[op["in"]], state[op["state_count"]] + 1
-                state[op["state_sum"]], state[op["state_count"]], regs[op["out"]] = total, count, total / count
+            elif kind == "running_mean":  # sum [2, n] and count [2]: float32 hi + lo pairs, in float64
+                total = _pair(state[op["state_sum"]], 1) + regs[op["in"]].double()
+                count = _pair(state[op["state_count"]], 1) + 1.0
+                state[op["state_sum"]], state[op["state_count"]] = _split(total, 1), _split(count, 1)
+                regs[op["out"]] = (total / count[:, None]).float()
             elif kind == "attitude_filter":
                 x_in = regs[op["in"]]
                 q, gravity, s = attitude_filter_step(op, {k: state[op[f"state_{k}"]] for k in FILTER_STATE},

@@ -350,7 +350,7 @@ class _Lowering:
         out, fo = self._ireg(op["out"], n)
         sm, _ = self.state(op["state_sum"], "q", forced=fi)
         cnt, _ = self.state(op["state_count"], "q", forced=0)
-        self.emit(K.OP_RMEAN, xin, out, n, sm, cnt, fi - fo, self.slim(), summary=f"running_mean {n} Q{fi} -> Q{fo}")
+        self.emit(K.OP_RMEAN, xin, out, n, sm, cnt, fi - fo, summary=f"running_mean {n} Q{fi} -> Q{fo} (int64 sum, count)")
 
     def _softmax(self, op):
         n = self.reg_len[op["out"]]

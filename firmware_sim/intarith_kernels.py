@@ -251,14 +251,29 @@ def div_round(a, b):
     return -q if a < 0 else q
 
 
+@njit(cache=True, inline="always")
+def get64(si, lo, hi):
+    """The int64 held in two state words: si[hi] the high 32 bits (signed), si[lo] the low 32."""
+    return np.int64(si[hi]) * 4294967296 + (np.int64(si[lo]) & 0xFFFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def put64(si, lo, hi, v):
+    top = v >> 32                                   # floor: v = top·2^32 + low, 0 <= low < 2^32
+    si[hi] = np.int32(top)
+    si[lo] = np.int32(v - top * 4294967296)         # the low 32 bits (wraps into int32's range)
+
+
 @njit(cache=True)
-def rmean(wsi, si, xin, out, n, sm, cnt, s_out, slim, qmax):
-    """sum += in (same format); count += 1; out = sum / count, rounded, shifted to the output's format."""
-    c = min(np.int64(si[cnt]) + 1, 2 ** 31 - 1)
-    si[cnt] = c
+def rmean(wsi, si, xin, out, n, sm, cnt, s_out, qmax):
+    """sum += in (same format); count += 1; out = sum / count, rounded, shifted to the output's
+    format. Sum (words sm: [2, n], low words then high words) and count (words cnt: low, high) are
+    int64, exact: 2^47 · 2^16 before a 16-bit input's sum could overflow."""
+    c = get64(si, cnt, cnt + 1) + 1
+    put64(si, cnt, cnt + 1, c)
     for j in range(n):
-        v = sat(np.int64(si[sm + j]) + wsi[xin + j], slim)
-        si[sm + j] = v
+        v = get64(si, sm + j, sm + n + j) + wsi[xin + j]
+        put64(si, sm + j, sm + n + j, v)
         wsi[out + j] = sat(shr(div_round(v, c), s_out), qmax)
 
 
@@ -348,7 +363,7 @@ def step_ops(rec, W8, W16, W32, WF, wsi, wsf, si, sf, qmax):
         elif code == OP_WINDOW:
             window(wsi, si, r[1], r[2], r[3], r[4], r[5])
         elif code == OP_RMEAN:
-            rmean(wsi, si, r[1], r[2], r[3], r[4], r[5], r[6], r[7], qmax)
+            rmean(wsi, si, r[1], r[2], r[3], r[4], r[5], r[6], qmax)
         elif code == OP_SOFTMAX:
             softmax(wsi, W16, r[1], r[2], r[3], r[4])
         elif code == OP_GRU:

@@ -83,9 +83,18 @@ def torch_reference(model, x):
     return y.numpy().transpose(1, 0, 2), {k: v.numpy() for k, v in state.items()}
 
 
+def running_mean_pairs(meta):
+    """States the bundle keeps as float32 hi + lo rows (docs/bundle.md) where the model has one float."""
+    return {op[k] for op in meta["program"]["ops"] if op["op"] == "running_mean" for k in ("state_sum", "state_count")}
+
+
 def state_dict_of(m, flat):
-    return {name: flat[:, off:off + int(np.prod(shape))].reshape(len(flat), *shape)
-            for name, off, shape in m.executor.state_layout}
+    pairs = running_mean_pairs(m.meta)
+    states = {}
+    for name, off, shape in m.executor.state_layout:
+        v = flat[:, off:off + int(np.prod(shape))].reshape(len(flat), *shape)
+        states[name] = v.astype(np.float64).sum(1).reshape(len(flat), -1) if name in pairs else v
+    return states
 
 
 @pytest.mark.parametrize("source", ["random", "imu"])
@@ -179,8 +188,12 @@ def test_metadata_document(bundles):
     meta = b.meta
     assert meta["schema"] == "edge.bundle/1"
     assert [s["name"] for s in meta["state"]] == list(model.init_state(1))
+    pairs = running_mean_pairs(meta)
     for s in meta["state"]:
-        assert list(model.init_state(1)[s["name"]].shape[1:]) == s["shape"]
+        shape = list(model.init_state(1)[s["name"]].shape[1:])
+        if s["name"] in pairs:  # hi + lo rows: sum [n] -> [2, n], count [1] -> [2]
+            shape = [2] + (shape if shape != [1] else [])
+        assert shape == s["shape"]
     assert meta["parity"]["numba_max_abs"] <= 1e-4 and meta["parity"]["onnxruntime_max_abs"] <= 1e-4
     assert {"dense", "lmu_memory", "conv", "running_mean"} <= set(meta["model"]["cells"])
     assert len(meta["inputs"]) == 6 and len(meta["outputs"]) == 5

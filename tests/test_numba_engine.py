@@ -127,11 +127,12 @@ def ref_step(program, W, R, st):
             if k > 1:
                 st[op["state_buf"]] = cat[:, 1:].reshape(st[op["state_buf"]].shape)
             R[op["out"]] = v
-        elif kind == "running_mean":
-            s = st[op["state_sum"]] + R[op["in"]]
-            c = st[op["state_count"]] + 1
-            st[op["state_sum"]], st[op["state_count"]] = s, c
-            R[op["out"]] = s / c.reshape(-1)[0]
+        elif kind == "running_mean":  # sum [2, n], count [2]: each the sum of its two rows (hi + lo)
+            s = st[op["state_sum"]].sum(0) + R[op["in"]]
+            c = st[op["state_count"]].sum() + 1
+            st[op["state_sum"]] = np.stack([s, np.zeros_like(s)])
+            st[op["state_count"]] = np.array([c, 0.0])
+            R[op["out"]] = s / c
         else:
             raise AssertionError(kind)
 
@@ -271,7 +272,7 @@ def single(kind, rng, C=5):
     elif kind == "conv_k1":
         out = p.op("conv", 4, **{"in": x}, weight=p.w(4, C, 1), bias=None)
     elif kind == "running_mean":
-        out = p.op("running_mean", C, **{"in": x}, state_sum=p.s(C), state_count=p.s(1, name="count"))
+        out = p.op("running_mean", C, **{"in": x}, state_sum=p.s(2, C), state_count=p.s(2, name="count"))
     else:
         raise AssertionError(kind)
     return p, out
@@ -299,7 +300,7 @@ def multi(kind, rng, C=6):
         s1 = p.op("lif", 8, **{"in": a1}, state_v=p.s(8), tau=2.0, threshold=0.5)
         d1 = p.op("dense", 5, **{"in": s1}, weight=p.w(5, 8), bias=p.w(5))
         s2 = p.op("lif", 5, **{"in": d1}, state_v=p.s(5), tau=2.0, threshold=0.3)
-        out = p.op("running_mean", 5, **{"in": s2}, state_sum=p.s(5), state_count=p.s(1, name="count"))
+        out = p.op("running_mean", 5, **{"in": s2}, state_sum=p.s(2, 5), state_count=p.s(2, name="count"))
     elif kind == "s4d":  # s4d -> dense -> glu, with a residual add and an l2norm head
         H, N = C, 8
         mag = rng.uniform(0.6, 0.99, (H, N))
@@ -350,6 +351,7 @@ def fix_counts(ex, st):
     for name, off, shape in ex.state_layout:
         if name.endswith(".count"):
             st[:, off] = np.arange(st.shape[0]) % 3
+            st[:, off + 1] = 0.0
     return st
 
 

@@ -212,26 +212,6 @@ def gelu_x(v):
     return v * _HALF * (_ONE + math.erf(v * _SQRT1_2))
 
 
-@njit(cache=True, error_model="numpy")
-def act1(v, code):
-    """One activation of one float32 (used where a loop would not vectorise anyway)."""
-    if code == ACT_RELU:
-        return _ZERO if v < _ZERO else v
-    if code == ACT_TANH:
-        return tanh_a(v)
-    if code == ACT_SIGMOID:
-        return sigmoid_a(v)
-    if code == ACT_GELU:
-        return gelu_a(v)
-    if code == ACT_TANH_X:
-        return tanh_x(v)
-    if code == ACT_SIGMOID_X:
-        return sigmoid_x(v)
-    if code == ACT_GELU_X:
-        return gelu_x(v)
-    return v
-
-
 # ---- element-wise micro-ops ------------------------------------------------------------------
 # Offsets here are element offsets into ws (row * L). Every kernel takes array *views* and
 # indexes them with the bare loop variable: numba's negative-index wrap-around on a computed
@@ -304,14 +284,6 @@ def add_rows(ws, a, b, out, n):
 @njit(cache=True, error_model="numpy")
 def affine_rows(ws, wts, src, dst, n, L, scale, shift):
     """out = in·scale + shift, rounded after the product and after the sum (no FMA)."""
-    if L == 1:
-        X1 = ws[src:src + n]
-        Y1 = ws[dst:dst + n]
-        SC = wts[scale:scale + n]
-        SH = wts[shift:shift + n]
-        for k in range(n):
-            Y1[k] = X1[k] * SC[k] + SH[k]
-        return
     X = ws[src * L:(src + n) * L].reshape((n, L))
     Y = ws[dst * L:(dst + n) * L].reshape((n, L))
     for r in range(n):
@@ -325,19 +297,6 @@ def affine_rows(ws, wts, src, dst, n, L, scale, shift):
 def lif_rows(ws, wts, src, v, dst, n, L, tau, thr):
     """h = v + (x − v)/τ (a true division); s = h ≥ θ; v = h·(1 − s); out = s. No fastmath:
     every spike decision is made on exactly rounded float32 values."""
-    if L == 1:
-        X1 = ws[src:src + n]
-        V1 = ws[v:v + n]
-        Y1 = ws[dst:dst + n]
-        TAU = wts[tau:tau + n]
-        THR = wts[thr:thr + n]
-        for k in range(n):
-            vv = V1[k]
-            h = vv + (X1[k] - vv) / TAU[k]
-            s = h >= THR[k]
-            V1[k] = _ZERO if s else h
-            Y1[k] = _ONE if s else _ZERO
-        return
     X = ws[src * L:(src + n) * L].reshape((n, L))
     V = ws[v * L:(v + n) * L].reshape((n, L))
     Y = ws[dst * L:(dst + n) * L].reshape((n, L))
@@ -354,29 +313,30 @@ def lif_rows(ws, wts, src, v, dst, n, L, tau, thr):
 
 @njit(cache=True, error_model="numpy")
 def rmean_rows(ws, src, sm, cnt, dst, n, L):
-    """sum += in; count += 1; out = sum / count."""
-    if L == 1:
-        X1 = ws[src:src + n]
-        SM1 = ws[sm:sm + n]
-        Y1 = ws[dst:dst + n]
-        c = ws[cnt] + _ONE
-        ws[cnt] = c
-        for k in range(n):
-            v = SM1[k] + X1[k]
-            SM1[k] = v
-            Y1[k] = v / c
-        return
+    """sum += in; count += 1; out = sum / count, exact over any stream a device will see.
+
+    The sum (rows sm: [2, n]) and the count (rows cnt: [2]) are each kept as a float32 pair
+    hi + lo, updated in float64: s = (hi + lo) + in, hi = f32(s), lo = f32(s − hi). The pair holds
+    48 significant bits, so the count is an exact integer up to 2^48 samples and the sum loses at
+    most 2^-48 of itself per sample (a float32 sum stops growing once count or sum pass 2^24
+    times their increment). out = f32(sum / count), the division in float64."""
     X = ws[src * L:(src + n) * L].reshape((n, L))
-    SM = ws[sm * L:(sm + n) * L].reshape((n, L))
+    SH = ws[sm * L:(sm + n) * L].reshape((n, L))
+    SL = ws[(sm + n) * L:(sm + 2 * n) * L].reshape((n, L))
     Y = ws[dst * L:(dst + n) * L].reshape((n, L))
-    CNT = ws[cnt * L:(cnt + 1) * L]
+    CH = ws[cnt * L:(cnt + 1) * L]
+    CL = ws[(cnt + 1) * L:(cnt + 2) * L]
     for l in range(L):
-        CNT[l] = CNT[l] + _ONE
-    for r in range(n):
-        for l in range(L):
-            s = SM[r, l] + X[r, l]
-            SM[r, l] = s
-            Y[r, l] = s / CNT[l]
+        c = (np.float64(CH[l]) + np.float64(CL[l])) + 1.0
+        hi = F32(c)
+        CH[l] = hi
+        CL[l] = F32(c - np.float64(hi))
+        for r in range(n):
+            v = (np.float64(SH[r, l]) + np.float64(SL[r, l])) + np.float64(X[r, l])
+            vh = F32(v)
+            SH[r, l] = vh
+            SL[r, l] = F32(v - np.float64(vh))
+            Y[r, l] = F32(v / c)
 
 
 @njit(fastmath=FM, cache=True, error_model="numpy")
@@ -596,13 +556,6 @@ def matvec_c(ws, wts, xin, out, I, O, w, b, L):
 @njit(fastmath=FM, cache=True, error_model="numpy")
 def outer_add(ws, wts, out, u, d, B, L):
     """Y[i, l] += b[i]·u[l] for the d rows of one LMU channel (the u⊗b term)."""
-    if L == 1:
-        Y1 = ws[out:out + d]
-        Bv = wts[B:B + d]
-        uc = ws[u]
-        for i in range(d):
-            Y1[i] = Y1[i] + Bv[i] * uc
-        return
     Y = ws[out * L:(out + d) * L].reshape((d, L))
     U = ws[u * L:(u + 1) * L]
     for i in range(d):
@@ -1039,11 +992,12 @@ def from_lanes(W, dst):
                 D16[b, r] = Wr[b]
 
 
-def run(prog, buf, state, x, y, T):
+def run(prog, wts, ws, state, x, y, T):
     """The one entry point: advance S = state.shape[0] streams by T samples.
 
     x [T*S, C] and y [T*S, O] are time-major (row t*S + s); ``state`` [S, state_size] is updated
-    in place; ``buf`` holds the weights (``buf[:prog[H_WS0]]``) and then the workspace. Step is
+    in place; ``wts`` holds the weights (read only), ``ws`` is the caller's workspace (at least
+    prog[H_ROWS] * prog[H_LANES] floats; a thread's own, since the call releases the GIL). Step is
     this call with T = 1. Returns 0, or a negative code when the shapes do not fit the program
     (nothing is touched then).
 
@@ -1059,12 +1013,9 @@ def run(prog, buf, state, x, y, T):
         return -2
     if state.shape[1] != prog[H_SSIZE]:
         return -3
-    W0 = prog[H_WS0]
     LMAX = prog[H_LANES]
-    if buf.shape[0] < W0 + prog[H_ROWS] * LMAX:
+    if ws.shape[0] < prog[H_ROWS] * LMAX or wts.shape[0] != prog[H_WS0]:
         return -4
-    wts = buf[:W0]
-    ws = buf[W0:]
     XR = prog[H_XROW]
     YR = prog[H_YROW]
     SB = prog[H_SBASE]
@@ -1090,7 +1041,7 @@ def run(prog, buf, state, x, y, T):
     return 0
 
 
-RUN_SIGNATURE = "int64(int64[::1], float32[::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], int64)"
+RUN_SIGNATURE = "int64(int64[::1], float32[::1], float32[::1], float32[:, ::1], float32[:, ::1], float32[:, ::1], int64)"
 _runner = None
 
 

@@ -11,15 +11,20 @@ T x streams x ops loop runs inside it, with no Python per sample.
     y = ex.step(x, state)                         # x [streams, C] -> y [streams, O]; state in place
     y = ex.block(xs, state)                       # xs [T, streams, C] -> y [T, streams, O]
 
-The returned ``y`` is owned by the executor and reused by the next call with the same shape
-(no allocation per call): copy it (or pass ``out=``) to keep it.
+The returned ``y`` is owned by the executor and reused by the calling thread's next call with the
+same shape (no allocation per call): copy it (or pass ``out=``) to keep it.
 
-One executor owns one workspace: its calls hold the GIL, so threads sharing it are serialised
-(safe, not parallel); use one executor per thread for parallel work.
+Threads: one executor may be shared by any number of threads, each advancing its own state
+arrays. The compiled runner releases the GIL, so the threads compute in parallel; each thread
+gets its own workspace and its own output buffers (a ``threading.local``, made on the thread's
+first call), and the program and weights are only read. Two threads must not advance the same
+state array at the same time (that is the caller's data, as with any numpy array).
+bench/engine_threads.py measured this against one lock around the runner.
 """
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -555,11 +560,20 @@ class _Builder:
         src = self._reg(op, "in")
         n = self.reg_len[src]
         dst = self._reg(op, "out", n)
-        _, sm = self._state(op, "state_sum", n)
-        _, cnt = self._state(op, "state_count", 1)
+        self._exact_layout(op, "state_sum", n)
+        _, sm = self._state(op, "state_sum", 2 * n)
+        _, cnt = self._state(op, "state_count", 2)
         row, temp = self._out_row(dst, [src], same_ok=True)
         self._emit(K.OP_RMEAN, self.reg_row[src], sm, cnt, row, n)
         self._finish(dst, row, temp)
+
+    def _exact_layout(self, op, key, n):
+        """Bundles exported before the exact running mean keep its sum as [n] floats (a float32
+        sum and count stop growing after 2^24 samples): say how to re-export them."""
+        name = op.get(key)
+        if name in self.state_info and self.state_info[name][2] == n:
+            self._err(f"{key}: state {name!r} has the float32 layout [{n}] of an older export (its count "
+                      "stops at 2^24 samples); re-export the bundle: python -m edge.export.relayout BUNDLE")
 
     def _op_attitude_filter(self, op, exact):
         """models/attitude.py attitude_filter_step; always exact (libm sin/cos/atan2, no fastmath)."""
@@ -599,8 +613,10 @@ class _Builder:
         head[K.H_YROW] = self.reg_row[self.output]
         head[K.H_O] = self.reg_len[self.output]
         head[K.H_OPS] = ops_off
-        wts = np.concatenate(self.wchunks) if self.wchunks else np.zeros(_ALIGN, np.float32)
-        head[K.H_WS0] = wts.size  # a multiple of _ALIGN: the workspace follows the weights
+        wts = _aligned_zeros(self.wsize if self.wchunks else _ALIGN)
+        if self.wchunks:
+            wts[:] = np.concatenate(self.wchunks)
+        head[K.H_WS0] = wts.size  # the runner checks the weights it is given against this
         recs = np.asarray(self.records, np.int64).reshape(-1) if self.records else np.zeros(0, np.int64)
         prog = np.concatenate([head, recs]).astype(np.int64)
         # lanes per chunk: as wide as MAX_LANES while the workspace stays within WORKSPACE_BYTES
@@ -608,9 +624,23 @@ class _Builder:
         while lanes > K.MIN_LANES and max(self.rows, 1) * lanes * 4 > WORKSPACE_BYTES:
             lanes //= 2
         prog[K.H_LANES] = lanes
-        buf = np.zeros(wts.size + max(self.rows, 1) * lanes, np.float32)
-        buf[:wts.size] = wts
-        return prog, buf
+        return prog, wts, max(self.rows, 1) * lanes
+
+
+def _aligned_zeros(n: int) -> np.ndarray:
+    """n float32 zeros starting on a 64-byte boundary (the rows' alignment is relative to it)."""
+    raw = np.zeros(n + _ALIGN, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip:skip + n]
+
+
+class _ThreadBuffers(threading.local):
+    """What one thread's calls write: the workspace and the output buffers (one per shape)."""
+
+    def __init__(self, workspace: int):
+        self.ws = _aligned_zeros(workspace)
+        self.y_step: dict = {}
+        self.y_block: dict = {}
 
 
 class NumbaExecutor:
@@ -624,7 +654,8 @@ class NumbaExecutor:
 
     def __init__(self, program: dict, weights: dict, state_spec: list, *, fast_math: bool = True):
         b = _Builder(program, weights, list(state_spec), fast_math)
-        self._prog, self._buf = b.pack()
+        self._prog, self._wts, workspace = b.pack()
+        self._local = _ThreadBuffers(workspace)
         self.lanes = int(self._prog[K.H_LANES])  # streams per chunk in the widest chunk layout
         self._run = K.get_runner()
         self.input_size = b.reg_len["x"]
@@ -642,8 +673,6 @@ class NumbaExecutor:
             except ValueError:
                 raise ProgramError(f"state {name!r}: init does not fit shape {list(shape)}") from None
             self._init_row[off:off + n] = vals.reshape(n)
-        self._y_step: dict = {}
-        self._y_block: dict = {}
 
     def __repr__(self):
         return (f"NumbaExecutor(inputs={self.input_size}, outputs={self.output_size}, "
@@ -690,21 +719,23 @@ class NumbaExecutor:
         (float32, C-contiguous) is updated in place. Without ``out`` the returned array belongs
         to the executor and is overwritten by the next ``step`` with the same S: copy it to keep
         it."""
+        local = self._local
         try:
             if out is None:
-                out = self._y_step.get(x.shape[0])
+                cache = local.y_step
+                out = cache.get(x.shape[0])
                 if out is None:
-                    if len(self._y_step) >= _OUT_CACHE:
-                        self._y_step.clear()
-                    out = self._y_step[x.shape[0]] = np.empty((x.shape[0], self.output_size), np.float32)
-            code = self._run(self._prog, self._buf, state, x, out, 1)
+                    if len(cache) >= _OUT_CACHE:
+                        cache.clear()
+                    out = cache[x.shape[0]] = np.empty((x.shape[0], self.output_size), np.float32)
+            code = self._run(self._prog, self._wts, local.ws, state, x, out, 1)
         except (TypeError, AttributeError, IndexError):
             x = self._normalise(x, state, out, 2, "step")
             if out is None:
                 out = np.empty((x.shape[0], self.output_size), np.float32)
             if out.ndim != 2:
                 raise ValueError(f"step: out must be [streams, {self.output_size}], got shape {out.shape}")
-            code = self._run(self._prog, self._buf, state, x, out, 1)
+            code = self._run(self._prog, self._wts, local.ws, state, x, out, 1)
         if code:
             self._fail(x, state, out, "step")
         return out
@@ -716,13 +747,15 @@ class NumbaExecutor:
         if type(x) is not np.ndarray or x.dtype is not _F32 or x.ndim != 3 or not x.flags.c_contiguous:
             x = self._normalise(x, state, out, 3, "block")
         T, S, C = x.shape
+        local = self._local
         if out is None:
-            pair = self._y_block.get((T, S))
+            cache = local.y_block
+            pair = cache.get((T, S))
             if pair is None:
-                if len(self._y_block) >= _OUT_CACHE:
-                    self._y_block.clear()
+                if len(cache) >= _OUT_CACHE:
+                    cache.clear()
                 y3 = np.empty((T, S, self.output_size), np.float32)
-                pair = self._y_block[(T, S)] = (y3, y3.reshape(T * S, self.output_size))
+                pair = cache[(T, S)] = (y3, y3.reshape(T * S, self.output_size))
             out, y2 = pair
         else:
             if not isinstance(out, np.ndarray) or out.dtype != _F32 or not out.flags.c_contiguous \
@@ -732,10 +765,10 @@ class NumbaExecutor:
                 raise ValueError(f"block: out must have shape {(T, S, self.output_size)}, got {out.shape}")
             y2 = out.reshape(T * S, self.output_size)
         try:
-            code = self._run(self._prog, self._buf, state, x.reshape(T * S, C), y2, T)
+            code = self._run(self._prog, self._wts, local.ws, state, x.reshape(T * S, C), y2, T)
         except TypeError:  # a read-only x, or a bad state: normalise (or say precisely what is wrong)
             x = self._normalise(x, state, out, 3, "block")
-            code = self._run(self._prog, self._buf, state, x.reshape(T * S, C), y2, T)
+            code = self._run(self._prog, self._wts, local.ws, state, x.reshape(T * S, C), y2, T)
         if code:
             self._fail(x, state, out, "block")
         return out

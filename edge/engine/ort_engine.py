@@ -3,8 +3,13 @@
 One session, single-threaded by default (streams are the parallelism the caller controls), with
 IOBinding over preallocated buffers: per stream count it keeps two bindings that ping-pong the
 state buffers, so a call allocates nothing and a block of T steps copies state only at its ends.
+
+Threads: one executor may be shared by threads, each advancing its own state arrays. The session
+runs concurrent calls (onnxruntime's `run` is thread-safe); the bound buffers are per thread (a
+``threading.local``), so no two threads ever write the same buffer.
 """
 import math
+import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -34,14 +39,17 @@ class OrtExecutor:
         self._init_row = np.concatenate(
             [np.full(math.prod(shape), float(spec.get("init", 0.0)), np.float32)
              for spec, (_, _, shape) in zip(state_spec, self.state_layout)] or [np.zeros(0, np.float32)])
-        self._buffers = {}
+        self._local = threading.local()  # .buffers: this thread's bindings, per stream count
 
     def init_state(self, streams: int) -> np.ndarray:
         return np.tile(self._init_row, (streams, 1))
 
     def _bind(self, streams: int):
-        if streams in self._buffers:
-            return self._buffers[streams]
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = {}
+        if streams in buffers:
+            return buffers[streams]
         x = np.zeros((streams, self.input_size), np.float32)
         y = np.zeros((streams, self.output_size), np.float32)
         ping = [np.zeros((streams, *shape), np.float32) for _, _, shape in self.state_layout]
@@ -57,9 +65,9 @@ class OrtExecutor:
             return io
 
         bound = (x, y, (ping, pong), (binding(ping, pong), binding(pong, ping)))
-        if len(self._buffers) >= 8:  # a bounded cache of stream counts
-            self._buffers.pop(next(iter(self._buffers)))
-        self._buffers[streams] = bound
+        if len(buffers) >= 8:  # a bounded cache of stream counts
+            buffers.pop(next(iter(buffers)))
+        buffers[streams] = bound
         return bound
 
     def _load(self, state, bufs):
@@ -84,7 +92,7 @@ class OrtExecutor:
         return y
 
     def step(self, x: np.ndarray, state: np.ndarray) -> np.ndarray:
-        """x (S, C) -> y (S, O), a buffer reused by the next call; state advanced in place."""
+        """x (S, C) -> y (S, O), a buffer reused by this thread's next call; state advanced in place."""
         S = x.shape[0]
         xb, yb, (ping, pong), (forward, _) = self._bind(S)
         self._load(state, ping)

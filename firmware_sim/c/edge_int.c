@@ -182,14 +182,21 @@ static i64 div_round(i64 a, i64 b) {
     return a < 0 ? -q : q;
 }
 
-void edge_rmean(int32_t *wsi, int32_t *si, int xin, int out, int n, int sm, int cnt, int s_out, int32_t slim,
-                int32_t qmax) {
-    i64 c = (i64)si[cnt] + 1;
-    if (c > 2147483647) c = 2147483647;
-    si[cnt] = (int32_t)c;
+/* an int64 in two state words: si[hi] the high 32 bits (signed), si[lo] the low 32 */
+static i64 get64(const int32_t *si, int lo, int hi) { return (i64)si[hi] * 4294967296LL + (i64)(uint32_t)si[lo]; }
+
+static void put64(int32_t *si, int lo, int hi, i64 v) {
+    i64 top = v >> 32;                               /* floor (arithmetic shift) */
+    si[hi] = (int32_t)top;
+    si[lo] = (int32_t)(uint32_t)(v - top * 4294967296LL);
+}
+
+void edge_rmean(int32_t *wsi, int32_t *si, int xin, int out, int n, int sm, int cnt, int s_out, int32_t qmax) {
+    i64 c = get64(si, cnt, cnt + 1) + 1;             /* int64 count and sums: exact */
+    put64(si, cnt, cnt + 1, c);
     for (int j = 0; j < n; j++) {
-        i64 v = sat((i64)si[sm + j] + wsi[xin + j], slim);
-        si[sm + j] = (int32_t)v;
+        i64 v = get64(si, sm + j, sm + n + j) + wsi[xin + j];
+        put64(si, sm + j, sm + n + j, v);
         wsi[out + j] = (int32_t)sat(shr(div_round(v, c), s_out), qmax);
     }
 }

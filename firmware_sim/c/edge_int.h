@@ -31,8 +31,7 @@ void edge_lmumem(int32_t *wsi, int32_t *si, const int16_t *W16, int u, int out, 
 void edge_lif(int32_t *wsi, int32_t *si, const int32_t *W32, int xin, int out, int n, int v, int k, int thr,
               int s_in, int32_t slim);
 void edge_window(int32_t *wsi, int32_t *si, int xin, int buf, int cat, int I, int k);
-void edge_rmean(int32_t *wsi, int32_t *si, int xin, int out, int n, int sm, int cnt, int s_out, int32_t slim,
-                int32_t qmax);
+void edge_rmean(int32_t *wsi, int32_t *si, int xin, int out, int n, int sm, int cnt, int s_out, int32_t qmax);
 void edge_softmax(int32_t *wsi, const int16_t *W16, int xin, int out, int n, int f_in);
 void edge_attitude(float *wsf, float *sf, const float *WF, int xin, int qo, int go, int cst, int st);
 void edge_tilt(float *wsf, int qi, int ri, int out);
