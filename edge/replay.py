@@ -79,7 +79,7 @@ DEFAULT_GAP_S = 0.5                                        # edge.io.recordings.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     ENGINES, ACC_UNITS, GYR_UNITS = ENGINE_CHOICES, ACC_UNIT_CHOICES, GYR_UNIT_CHOICES
     p.add_argument("input", help="the recording: .csv or .csv.gz (a header naming acc_x..gyr_z, optional t, "
-                                 "qw..qz, movement), .npz (BROAD keys) or .jsonl")
+                                 "qw..qz, movement; `,` `;` or tab), .parquet (the same columns), .npz (BROAD keys) or .jsonl")
     p.add_argument("--model", "-m", default="imu-attitude",
                    help="a bundle: an .onnx path or the name of a shipped bundle (default: imu-attitude)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
@@ -101,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"for slower data)")
     o = p.add_argument_group("what comes out")
     o.add_argument("--output", "-o", default=None, metavar="FILE",
-                   help="write one row per input sample to FILE.csv or FILE.jsonl: t, the bundle's outputs, "
+                   help="write one row per input sample to FILE.csv, FILE.parquet or FILE.jsonl: t, the bundle's outputs, "
                         "the task's columns (roll_deg,pitch_deg for attitude), held")
     o.add_argument("--plot", default=None, metavar="FILE.png",
                    help="plot (needs matplotlib): roll and pitch vs the reference and the inclination error for an "
@@ -306,30 +306,58 @@ def output_table(res: ReplayResult):
     return names, np.concatenate(cols, axis=1)
 
 
-def write_output(res: ReplayResult, path: Path) -> list:
-    """Write the per-sample output as CSV or JSON lines (atomically); returns the column names."""
-    import io
+OUTPUT_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson")
+WRITE_ROWS = 1 << 16              # rows per batch handed to pyarrow's writers
 
+
+def output_arrow(res: ReplayResult):
+    """The output table as a pyarrow Table: ``t``, the bundle's outputs (the engine's float32 values,
+    written as the float64 numbers they are, so a reader recomputes the task's columns exactly),
+    the task's columns, ``held`` as 0/1."""
+    import numpy as np
+    import pyarrow as pa
+
+    from edge import tasks
+    view = tasks.view(res.meta)
+    cols = {"t": pa.array(res.t, pa.float64())}
+    for k, name in enumerate(res.output_names):
+        cols[name] = pa.array(res.y[:, k].astype(np.float64), pa.float64())     # exact: float32 -> float64
+    for name, col in (view.extra_columns(res) if hasattr(view, "extra_columns") else ()):
+        cols[name] = pa.array(np.asarray(col, np.float64), pa.float64())
+    cols["held"] = pa.array(res.held.astype(np.uint8), pa.uint8())
+    return pa.table(cols)
+
+
+def write_output(res: ReplayResult, path: Path) -> list:
+    """Write the per-sample output as CSV (pyarrow's writer), Parquet or JSON lines, chosen by the
+    extension, atomically (`edge.io.atomic`); returns the column names."""
     import numpy as np
 
-    from edge.io.atomic import atomic_write
+    from edge.io.atomic import atomic_open, atomic_write
+    name = path.name.lower()
+    if name.endswith((".csv", ".parquet")):
+        table = output_arrow(res)
+        with atomic_open(path, "wb", encoding=None) as fh:
+            if name.endswith(".csv"):
+                import pyarrow.csv as pacsv
+                fh.write((",".join(table.column_names) + "\n").encode())     # pyarrow would quote the names
+                pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False, quoting_style="none",
+                                                              batch_size=WRITE_ROWS))
+            else:
+                import pyarrow.parquet as pq
+                pq.write_table(table, fh, row_group_size=WRITE_ROWS)
+        return table.column_names
     names, table = output_table(res)
     n_out = len(res.output_names)
     extra = len(names) - 2 - n_out         # the task's columns
-    fmts = ["%.6f"] + ["%.9g"] * n_out + ["%.6f"] * extra + ["%d"]
-    if path.name.lower().endswith(".csv"):
-        buf = io.StringIO()
-        buf.write(",".join(names) + "\n")
-        np.savetxt(buf, table, fmt=fmts, delimiter=",")
-        text = buf.getvalue()
-    else:
-        keys = [json.dumps(nm).replace("%", "%%") for nm in names]
-        tmpl = "{" + ", ".join(f"{k}: {f}" for k, f in zip(keys[:-1], fmts[:-1])) + f", {keys[-1]}: %s}}"
-        held = np.where(res.held, "true", "false")
-        rows = table[:, :-1].tolist()
-        text = "\n".join(tmpl % (*r, h) for r, h in zip(rows, held.tolist())) + "\n"
-        if not np.all(np.isfinite(table)):
-            text = re.sub(r"(?<=: )-?(?:nan|inf)(?=[,}])", "null", text)
+    fmts = ["%.6f"] + ["%.9g"] * n_out + ["%.6f"] * extra
+    keys = [json.dumps(nm).replace("%", "%%") for nm in names]
+    tmpl = "{" + ", ".join(f"{k}: {f}" for k, f in zip(keys[:-1], fmts)) + f", {keys[-1]}: %s}}"
+    held = np.where(res.held, "true", "false")
+    rows = table[:, :-1].tolist()
+    text = "\n".join(tmpl % (*r, h) for r, h in zip(rows, held.tolist())) + "\n"
+    if not np.all(np.isfinite(table)):
+        text = re.sub(r"(?<=: )-?(?:nan|inf)(?=[,}])", "null", text)
     atomic_write(path, text)
     return names
 
@@ -411,8 +439,8 @@ def run(args) -> int:
     from edge.runtime import InputError
 
     out_path = Path(args.output) if args.output else None
-    if out_path is not None and not out_path.name.lower().endswith((".csv", ".jsonl", ".ndjson")):
-        raise InputError(f"--output {args.output}: the name must end in .csv or .jsonl")
+    if out_path is not None and not out_path.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise InputError(f"--output {args.output}: the name must end in .csv, .parquet or .jsonl")
     plot_path = Path(args.plot) if args.plot else None
     for p in (out_path, plot_path):
         if p is not None and not p.resolve().parent.is_dir():

@@ -229,7 +229,7 @@ def test_gaps_at_the_edges_and_npz_errors_by_sample(tmp_path):
 
 def test_other_bad_files_give_one_clear_line(tmp_path):
     assert "no such file" in error_of(tmp_path / "absent.csv").reason
-    assert "unknown recording format" in error_of(write(tmp_path / "x.parquet", ["a"])).reason
+    assert "unknown recording format" in error_of(write(tmp_path / "x.xlsx", ["a"])).reason
     assert "empty" in error_of(write(tmp_path / "e.csv", [""])).reason
     assert "header only" in error_of(write(tmp_path / "h.csv", [HEADER])).reason
     assert "rate_hz" in error_of(write(tmp_path / "r.csv", [HEADER[2:]] + ["0,0,9.8,0,0,0"] * 3)).reason

@@ -344,3 +344,24 @@ def test_help_teaches_and_choices_match_the_modules():
     for flag in ("--model", "--engine", "--acc-unit", "--gyr-unit", "--rate-hz", "--output", "--plot", "--json",
                  "--chunk"):
         assert flag in r.stdout
+
+
+def test_parquet_in_and_out_equal_csv_in_and_out(bundle, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    src = small_csv(tmp_path, n=1500)
+    rec = read_recording(src)
+    cols = {"t": rec.t, **{c: rec.x[:, rec.index(c)].astype(np.float64) for c in IMU}}
+    cols.update({q: rec.reference[:, k] for k, q in enumerate(["qw", "qx", "qy", "qz"])})
+    cols["movement"] = rec.scored.astype(np.int8)
+    pq.write_table(pa.table(cols), tmp_path / "in.parquet", row_group_size=500)     # three row groups
+    rc, s_csv, err = replay(src, "--model", bundle, "--output", tmp_path / "o.csv", "--json")
+    assert rc == 0, err
+    rc, s_pq, err = replay(tmp_path / "in.parquet", "--model", bundle, "--output", tmp_path / "o.parquet", "--json")
+    assert rc == 0, err
+    header, table = read_csv(tmp_path / "o.csv")
+    back = pq.read_table(tmp_path / "o.parquet")
+    assert back.column_names == header == COLUMNS
+    np.testing.assert_array_equal(np.column_stack([back.column(c).to_numpy().astype(np.float64) for c in header]),
+                                  table)
+    assert json.loads(s_pq)["inclination_rmse_deg"] == json.loads(s_csv)["inclination_rmse_deg"]

@@ -273,8 +273,10 @@ def read_recording(path, acc_unit: str = "m/s^2", gyr_unit: str = "rad/s", rate_
         raw = _read_jsonl(path) if imu else _read_jsonl_channels(path, required)
     elif name.endswith((".csv", ".csv.gz", ".txt", ".tsv")):
         raw = _read_csv(path, required)
+    elif name.endswith(".parquet"):
+        raw = _read_parquet(path, required)
     else:
-        raise RecordingError("unknown recording format (expected .csv, .csv.gz, .npz or .jsonl)", path)
+        raise RecordingError("unknown recording format (expected .csv, .csv.gz, .parquet, .npz or .jsonl)", path)
     return _finish(path, raw, ACC_UNITS[acc_unit], GYR_UNITS[gyr_unit], acc_unit, gyr_unit,
                    rate_hz, gap_s, check_units, required if not imu else None)
 
@@ -411,14 +413,8 @@ def _count_lines(path: Path, offset: int, limit: int) -> int:
     return n
 
 
-def _read_csv(path: Path, required: list[str]) -> _Raw:
-    """CSV through pyarrow's streaming reader (quoting, CRLF, a BOM, ``,`` ``;`` or tab, gzip), in
-    blocks of `CSV_BLOCK_BYTES`, with the module's rules and line numbers for every refusal."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    header_line, header, offset, delimiter, header_is_last = _csv_header(path)
-    names = [h.strip().strip('"').strip("'").strip().lower() for h in header.split(delimiter)]
+def _check_columns(path, names: list[str], required: list[str], header_line):
+    """The column rules of a table (CSV header, Parquet schema): returns (date column or None, reference columns)."""
     if all(_is_number(h) for h in names):
         raise RecordingError(
             "no header: the first line must name the columns (acc_x,acc_y,acc_z,gyr_x,gyr_y,gyr_z[,t][,qw,qx,qy,qz])",
@@ -441,6 +437,18 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
         miss = [c for c in REFERENCE_COLUMNS if c not in names]
         raise RecordingError(f"incomplete reference: has {', '.join(has_ref)} but missing {', '.join(miss)}",
                              path, header_line)
+    return date_col, has_ref
+
+
+def _read_csv(path: Path, required: list[str]) -> _Raw:
+    """CSV through pyarrow's streaming reader (quoting, CRLF, a BOM, ``,`` ``;`` or tab, gzip), in
+    blocks of `CSV_BLOCK_BYTES`, with the module's rules and line numbers for every refusal."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header_line, header, offset, delimiter, header_is_last = _csv_header(path)
+    names = [h.strip().strip('"').strip("'").strip().lower() for h in header.split(delimiter)]
+    date_col, has_ref = _check_columns(path, names, required, header_line)
     ncol = len(names)
     types = {n: (pa.timestamp("ms") if k == date_col else pa.float64()) for k, n in enumerate(names)}
 
@@ -560,6 +568,11 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
         raise RecordingError("header only, no data lines", path, header_line)
     lines = header_line + rows_of_table.astype(np.int64)
 
+    return _table_to_raw(names, values, lines, required, date_col, has_ref, warn)
+
+
+def _table_to_raw(names, values, lines, required, date_col, has_ref, warn) -> _Raw:
+    """Columns of a table (float64 [N, len(names)], the date column in epoch seconds) to a `_Raw`."""
     dates = None
     if ignored:
         date_col = None if date_col is None else [n for n in names if n not in ignored].index(names[date_col])
@@ -585,6 +598,42 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
             break
     return _Raw(names=out_names, units=[KNOWN_UNITS.get(n, "") for n in extras], x=x, t=t, reference=ref,
                 scored=scored, lines=lines, warnings=warn)
+
+
+def _read_parquet(path: Path, required: list[str]) -> _Raw:
+    """Parquet, row group by row group (pyarrow): the CSV column rules; a timestamp column is ``t``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise RecordingError(f"not a readable Parquet file ({str(e).splitlines()[0]})", path) from None
+    names = [str(n).lower() for n in pf.schema_arrow.names]
+    date_col, has_ref = _check_columns(path, names, required, None)
+    for k, field in enumerate(pf.schema_arrow):
+        ok = pa.types.is_timestamp(field.type) if k == date_col else (
+            pa.types.is_floating(field.type) or pa.types.is_integer(field.type) or pa.types.is_boolean(field.type))
+        if not ok:
+            raise RecordingError(f"column {names[k]} has type {field.type}, expected numbers"
+                                 + (" (a timestamp)" if k == date_col else ""), path)
+    parts = []
+    try:
+        for batch in pf.iter_batches(batch_size=1 << 16):
+            cols = []
+            for k in range(batch.num_columns):
+                c = batch.column(k)
+                if k == date_col:
+                    c = c.cast(pa.timestamp("ms")).cast(pa.int64())
+                    cols.append(c.to_numpy(zero_copy_only=False).astype(np.float64) / 1e3)
+                else:
+                    cols.append(c.cast(pa.float64()).to_numpy(zero_copy_only=False))
+            parts.append(np.stack(cols, axis=1))
+    except (OSError, pa.ArrowException) as e:
+        raise RecordingError(f"not a readable Parquet file ({str(e).splitlines()[0]})", path) from None
+    values = np.concatenate(parts) if parts else np.empty((0, len(names)))
+    if not len(values):
+        raise RecordingError("no rows", path)
+    return _table_to_raw(names, values, None, required, date_col, has_ref, [])
 
 
 def _json_objects(path: Path):
