@@ -568,11 +568,12 @@ def _read_csv(path: Path, required: list[str]) -> _Raw:
         raise RecordingError("header only, no data lines", path, header_line)
     lines = header_line + rows_of_table.astype(np.int64)
 
-    return _table_to_raw(names, values, lines, required, date_col, has_ref, warn)
+    return _table_to_raw(names, values, lines, required, date_col, has_ref, warn, ignored)
 
 
-def _table_to_raw(names, values, lines, required, date_col, has_ref, warn) -> _Raw:
-    """Columns of a table (float64 [N, len(names)], the date column in epoch seconds) to a `_Raw`."""
+def _table_to_raw(names, values, lines, required, date_col, has_ref, warn, ignored=frozenset()) -> _Raw:
+    """Columns of a table (float64 [N, len(names)], the date column in epoch seconds) to a `_Raw`;
+    ``ignored``: text columns left out of ``values`` (their names are still in ``names``)."""
     dates = None
     if ignored:
         date_col = None if date_col is None else [n for n in names if n not in ignored].index(names[date_col])
